@@ -1,0 +1,201 @@
+/**
+ * Plugin API v1: a destination is data plus two functions.
+ *
+ * - `settings`: a Schema decoding the instance's settings (secrets as `Redacted`), read through `Config`.
+ * - `purposes`, `limits`, `window`: what the router and batcher need to know.
+ * - `transform(event, settings)`: pure; the exact wire payload for one event, or a typed skip.
+ * - `send(batch, settings)`: one request; per-event outcomes, or a typed error for the whole request.
+ * - `sandbox`: a local server that behaves like the vendor's documented API, for tests and demos.
+ */
+import type { HttpClient } from "@effect/platform"
+import type { Config, Duration, Effect, Either, Scope } from "effect"
+import { Schema } from "effect"
+import type { CanonicalEvent } from "./Contract.js"
+
+/** The plugin-API version this core implements. Plugins declare the range they support. */
+export const PLUGIN_API_VERSION = "1.0.0"
+
+/** Everything known about a person's identifiers when an event is shaped (grows with the identity graph). */
+export interface Identity {
+  readonly personKey: string
+  readonly userId?: string
+  readonly deviceId?: string
+  readonly emails: ReadonlyArray<string>
+  readonly phones: ReadonlyArray<string>
+  readonly emailSha256: ReadonlyArray<string>
+  readonly phoneSha256: ReadonlyArray<string>
+  /** Click id name → value (`fbc`, `gclid`, `li_fat_id`, …). */
+  readonly clickIds: Readonly<Record<string, string>>
+}
+
+/** One stored event as a destination sees it. */
+export interface DeliveryEvent {
+  /** Position in the log (stable, opaque). */
+  readonly position: string
+  readonly eventId: string
+  readonly name: string
+  /** The destination dedup key: the business key when the event has one, else the event id. */
+  readonly dedupKey: string
+  /** Epoch ms of the event. */
+  readonly timestamp: number
+  /** Epoch ms when TrackLayer stored it. */
+  readonly receivedAt: number
+  /** The normalised event (properties decoded by the vocabulary). */
+  readonly event: CanonicalEvent
+  readonly identity: Identity
+}
+
+/** Why `transform` produced nothing for an event. */
+export class SkipReason extends Schema.Class<SkipReason>("SkipReason")({
+  reason: Schema.Literal("not_mapped", "consent", "duplicate", "window", "invalid"),
+  detail: Schema.String
+}) {}
+
+/** A transformed event ready to send. */
+export interface Prepared<P> {
+  readonly event: DeliveryEvent
+  readonly payload: P
+}
+
+/** What the destination said about one HTTP exchange (excerpt only; never secrets). */
+export interface ResponseInfo {
+  readonly status: number
+  readonly body: string
+}
+
+/** Per-event outcome of a send. */
+export type Outcome =
+  | { readonly _tag: "Accepted"; readonly response?: ResponseInfo }
+  | { readonly _tag: "Rejected"; readonly reason: string; readonly response?: ResponseInfo }
+  | { readonly _tag: "Retry"; readonly reason: string; readonly afterMs?: number; readonly response?: ResponseInfo }
+
+export const Accepted = (response?: ResponseInfo): Outcome =>
+  response ? { _tag: "Accepted", response } : { _tag: "Accepted" }
+export const Rejected = (reason: string, response?: ResponseInfo): Outcome =>
+  response ? { _tag: "Rejected", reason, response } : { _tag: "Rejected", reason }
+export const Retry = (reason: string, afterMs?: number, response?: ResponseInfo): Outcome => ({
+  _tag: "Retry",
+  reason,
+  ...(afterMs !== undefined ? { afterMs } : {}),
+  ...(response ? { response } : {})
+})
+
+/** The whole request failed and may succeed later (429, 5xx, timeout, connection error). */
+export class RetryableError extends Schema.TaggedError<RetryableError>()("RetryableError", {
+  message: Schema.String,
+  retryAfterMs: Schema.optional(Schema.Number),
+  status: Schema.optional(Schema.Number),
+  body: Schema.optional(Schema.String)
+}) {}
+
+/** Credentials refused: the destination is paused until an operator fixes them. Nothing is dropped. */
+export class AuthFailedError extends Schema.TaggedError<AuthFailedError>()("AuthFailedError", {
+  message: Schema.String,
+  status: Schema.optional(Schema.Number),
+  body: Schema.optional(Schema.String)
+}) {}
+
+/** The request itself is invalid; resending it cannot help. Every event in it is rejected. */
+export class PayloadInvalidError extends Schema.TaggedError<PayloadInvalidError>()("PayloadInvalidError", {
+  message: Schema.String,
+  status: Schema.optional(Schema.Number),
+  body: Schema.optional(Schema.String)
+}) {}
+
+export type SendError = RetryableError | AuthFailedError | PayloadInvalidError
+
+/** Request limits the batcher honours. */
+export interface Limits {
+  readonly maxEventsPerRequest: number
+  /** Bytes of the JSON-encoded payloads in one request. */
+  readonly maxBytesPerRequest: number
+}
+
+/** A running sandbox: where it listens and the environment that points the plugin's settings at it. */
+export interface SandboxHandle {
+  readonly url: string
+  /** Config keys → values, laid over the process environment in `serve --sandbox`. */
+  readonly env: Readonly<Record<string, string>>
+}
+
+/** A destination plugin (the value a plugin package exports). */
+export interface DestinationPlugin<S = any, P = any> {
+  /** Package name, e.g. `@tracklayer/plugin-amplitude`. */
+  readonly name: string
+  /** The package's own semver version. */
+  readonly version: string
+  /** The plugin-API versions it supports, as a range: `^1.0.0`. */
+  readonly pluginApi: string
+  /** Decodes settings; secrets as `Redacted`. */
+  readonly settings: Schema.Schema<S, any>
+  /** Consent purposes that must all be granted. */
+  readonly purposes: ReadonlyArray<string>
+  readonly limits: Limits
+  /** Oldest event the destination accepts (by event time), or undefined for no limit. */
+  readonly window?: Duration.Duration
+  /** Pure: the wire payload for one event, or why it is skipped. */
+  readonly transform: (event: DeliveryEvent, settings: S) => Either.Either<P, SkipReason>
+  /** Sends one batch (already within `limits`). Returns one outcome per prepared event, in order. */
+  readonly send: (
+    batch: ReadonlyArray<Prepared<P>>,
+    settings: S
+  ) => Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient>
+  /** Starts the plugin's sandbox on a free loopback port (or `port`). */
+  readonly sandbox?: (options: { readonly port?: number }) => Effect.Effect<SandboxHandle, never, Scope.Scope>
+}
+
+/** Where a new destination starts reading the log. */
+export type StartFrom = "end" | "beginning" | { readonly since: Date }
+
+/** A configured destination: a plugin, an instance id, and its settings read through `Config`. */
+export interface DestinationInstance<S = any, P = any> {
+  readonly id: string
+  readonly plugin: DestinationPlugin<S, P>
+  /** The raw settings (encoded form of `plugin.settings`), read from the environment through `Config`. */
+  readonly settings: Config.Config<unknown>
+  /** Canonical event names routed here (default: every event in the vocabulary). */
+  readonly events?: ReadonlyArray<string>
+  /** Where the subscription starts when it is created (default `"end"`). */
+  readonly startFrom?: StartFrom
+}
+
+/** Builds an instance (type helper for config modules). */
+export const instance = <S, P>(i: DestinationInstance<S, P>): DestinationInstance<S, P> => i
+
+/** True when `version` satisfies a `^x.y.z`, `~x.y.z`, `x.y.z` or `>=x.y.z <a.b.c` range. */
+export const satisfies = (version: string, range: string): boolean => {
+  const parse = (v: string) => v.trim().replace(/^v/, "").split(".").map((n) => Number.parseInt(n, 10))
+  const cmp = (a: ReadonlyArray<number>, b: ReadonlyArray<number>) => {
+    for (let i = 0; i < 3; i++) {
+      const d = (a[i] ?? 0) - (b[i] ?? 0)
+      if (d !== 0) return d
+    }
+    return 0
+  }
+  const v = parse(version)
+  return range.split("||").some((alt) =>
+    alt.trim().split(/\s+/).every((part) => {
+      const m = /^(\^|~|>=|<=|>|<|=)?(.+)$/.exec(part)
+      if (!m) return false
+      const op = m[1] ?? "="
+      const r = parse(m[2]!)
+      if ([...r, ...v].some((n) => Number.isNaN(n))) return false
+      switch (op) {
+        case "^":
+          return cmp(v, r) >= 0 && (r[0]! > 0 ? v[0] === r[0] : v[0] === 0 && v[1] === r[1])
+        case "~":
+          return cmp(v, r) >= 0 && v[0] === r[0] && v[1] === r[1]
+        case ">=":
+          return cmp(v, r) >= 0
+        case "<=":
+          return cmp(v, r) <= 0
+        case ">":
+          return cmp(v, r) > 0
+        case "<":
+          return cmp(v, r) < 0
+        default:
+          return cmp(v, r) === 0
+      }
+    })
+  )
+}

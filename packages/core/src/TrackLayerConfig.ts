@@ -1,0 +1,138 @@
+/**
+ * The operator's configuration, as exported by `tracklayer.config.ts`: the vocabulary, what to do with names outside
+ * it, and the destination instances. Secrets never appear here in clear: instances read them through `Config`.
+ */
+import { Context, Data, Duration } from "effect"
+import { type DestinationInstance, PLUGIN_API_VERSION, satisfies } from "./Destination.js"
+import type { Vocabulary } from "./Vocabulary.js"
+
+/** Delivery tuning shared by every destination (each has sensible defaults). */
+export interface DeliveryOptions {
+  /** Attempts before an event is dead-lettered (default 10). */
+  readonly maxAttempts?: number
+  /** Age after which a still-failing event is dead-lettered (default 3 days). */
+  readonly maxRetryAge?: Duration.DurationInput
+  /** First retry delay (default 1 s); doubles per attempt with ±20% jitter. */
+  readonly initialBackoff?: Duration.DurationInput
+  /** Longest delay between attempts (default 5 minutes). */
+  readonly maxBackoff?: Duration.DurationInput
+  /** How often an idle subscription polls the log (default 200 ms). */
+  readonly pollInterval?: Duration.DurationInput
+  /** HTTP timeout of one send (default 30 s). */
+  readonly requestTimeout?: Duration.DurationInput
+}
+
+/** What `tracklayer.config.ts` default-exports. */
+export interface TrackLayerConfigInput {
+  readonly vocabulary: Vocabulary
+  /** `reject` (default): names outside the vocabulary are rejected. `store`: stored but never routed. */
+  readonly unknownEvents?: "reject" | "store"
+  readonly destinations: ReadonlyArray<DestinationInstance>
+  readonly delivery?: DeliveryOptions
+}
+
+/** The resolved configuration. */
+export interface ResolvedConfig {
+  readonly vocabulary: Vocabulary
+  readonly unknownEvents: "reject" | "store"
+  readonly destinations: ReadonlyArray<DestinationInstance>
+  readonly delivery: {
+    readonly maxAttempts: number
+    readonly maxRetryAge: Duration.Duration
+    readonly initialBackoff: Duration.Duration
+    readonly maxBackoff: Duration.Duration
+    readonly pollInterval: Duration.Duration
+    readonly requestTimeout: Duration.Duration
+  }
+}
+
+/** The configuration is unusable; `field` names what is wrong. */
+export class ConfigError extends Data.TaggedError("ConfigError")<{ readonly field: string; readonly message: string }> {
+  override get message() {
+    return `${this.field}: ${this.message}`
+  }
+}
+
+/** The resolved configuration as a service. */
+export class TrackLayerConfig extends Context.Tag("@tracklayer/core/TrackLayerConfig")<
+  TrackLayerConfig,
+  ResolvedConfig
+>() {}
+
+/** Identity helper that gives a config module its type. */
+export const defineConfig = (input: TrackLayerConfigInput): TrackLayerConfigInput => input
+
+const ID = /^[a-z][a-z0-9_-]{0,62}$/
+
+/** Checks a config module's export and fills defaults. Throws nothing: returns a ConfigError naming the field. */
+export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
+  if (typeof input !== "object" || input === null) {
+    return new ConfigError({ field: "(config)", message: "the config module must default-export defineConfig({...})" })
+  }
+  const c = input as Partial<TrackLayerConfigInput>
+  if (typeof c.vocabulary !== "object" || c.vocabulary === null || Object.keys(c.vocabulary).length === 0) {
+    return new ConfigError({ field: "vocabulary", message: "must name at least one event" })
+  }
+  for (const [name, def] of Object.entries(c.vocabulary)) {
+    if (!/^[a-z][a-z0-9_]{0,127}$/.test(name)) {
+      return new ConfigError({ field: `vocabulary.${name}`, message: "event names are lower snake_case" })
+    }
+    if (typeof def?.properties !== "object" && typeof def?.properties !== "function") {
+      return new ConfigError({ field: `vocabulary.${name}.properties`, message: "must be an Effect Schema" })
+    }
+  }
+  if (c.unknownEvents !== undefined && c.unknownEvents !== "reject" && c.unknownEvents !== "store") {
+    return new ConfigError({ field: "unknownEvents", message: `must be "reject" or "store", got ${JSON.stringify(c.unknownEvents)}` })
+  }
+  if (!Array.isArray(c.destinations)) {
+    return new ConfigError({ field: "destinations", message: "must be an array of destination instances" })
+  }
+  const seen = new Set<string>()
+  for (const [i, d] of c.destinations.entries()) {
+    const field = `destinations[${i}]`
+    if (typeof d?.id !== "string" || !ID.test(d.id)) {
+      return new ConfigError({ field: `${field}.id`, message: "must match /^[a-z][a-z0-9_-]{0,62}$/" })
+    }
+    if (seen.has(d.id)) return new ConfigError({ field: `${field}.id`, message: `duplicate destination id "${d.id}"` })
+    seen.add(d.id)
+    const p = d.plugin
+    if (typeof p?.transform !== "function" || typeof p?.send !== "function") {
+      return new ConfigError({ field: `${field}.plugin`, message: "is not a destination plugin" })
+    }
+    if (!satisfies(PLUGIN_API_VERSION, p.pluginApi)) {
+      return new ConfigError({
+        field: `${field}.plugin`,
+        message: `${p.name}@${p.version} supports plugin API ${p.pluginApi}, but this TrackLayer implements ` +
+          `${PLUGIN_API_VERSION}; install a version of ${p.name} built for plugin API ${PLUGIN_API_VERSION}`
+      })
+    }
+    for (const e of d.events ?? []) {
+      if (!(e in c.vocabulary)) {
+        return new ConfigError({ field: `${field}.events`, message: `"${e}" is not in the vocabulary` })
+      }
+    }
+  }
+  const dur = (v: Duration.DurationInput | undefined, def: Duration.DurationInput, field: string) => {
+    const d = Duration.decodeUnknown(v ?? def)
+    return d._tag === "Some" ? d.value : new ConfigError({ field: `delivery.${field}`, message: "is not a duration" })
+  }
+  const o = c.delivery ?? {}
+  const delivery = {
+    maxAttempts: o.maxAttempts ?? 10,
+    maxRetryAge: dur(o.maxRetryAge, "3 days", "maxRetryAge"),
+    initialBackoff: dur(o.initialBackoff, "1 second", "initialBackoff"),
+    maxBackoff: dur(o.maxBackoff, "5 minutes", "maxBackoff"),
+    pollInterval: dur(o.pollInterval, "200 millis", "pollInterval"),
+    requestTimeout: dur(o.requestTimeout, "30 seconds", "requestTimeout")
+  }
+  for (const v of Object.values(delivery)) if (v instanceof ConfigError) return v
+  if (!Number.isInteger(delivery.maxAttempts) || delivery.maxAttempts < 1) {
+    return new ConfigError({ field: "delivery.maxAttempts", message: "must be a positive integer" })
+  }
+  return {
+    vocabulary: c.vocabulary,
+    unknownEvents: c.unknownEvents ?? "reject",
+    destinations: c.destinations,
+    delivery: delivery as ResolvedConfig["delivery"]
+  }
+}
