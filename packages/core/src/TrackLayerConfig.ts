@@ -47,9 +47,9 @@ export interface ResolvedConfig {
 }
 
 /** The configuration is unusable; `field` names what is wrong. */
-export class ConfigError extends Data.TaggedError("ConfigError")<{ readonly field: string; readonly message: string }> {
-  override get message() {
-    return `${this.field}: ${this.message}`
+export class ConfigError extends Data.TaggedError("ConfigError")<{ readonly field: string; readonly detail: string }> {
+  override get message(): string {
+    return `${this.field}: ${this.detail}`
   }
 }
 
@@ -67,54 +67,54 @@ const ID = /^[a-z][a-z0-9_-]{0,62}$/
 /** Checks a config module's export and fills defaults. Throws nothing: returns a ConfigError naming the field. */
 export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
   if (typeof input !== "object" || input === null) {
-    return new ConfigError({ field: "(config)", message: "the config module must default-export defineConfig({...})" })
+    return new ConfigError({ field: "(config)", detail: "the config module must default-export defineConfig({...})" })
   }
   const c = input as Partial<TrackLayerConfigInput>
   if (typeof c.vocabulary !== "object" || c.vocabulary === null || Object.keys(c.vocabulary).length === 0) {
-    return new ConfigError({ field: "vocabulary", message: "must name at least one event" })
+    return new ConfigError({ field: "vocabulary", detail: "must name at least one event" })
   }
   for (const [name, def] of Object.entries(c.vocabulary)) {
     if (!/^[a-z][a-z0-9_]{0,127}$/.test(name)) {
-      return new ConfigError({ field: `vocabulary.${name}`, message: "event names are lower snake_case" })
+      return new ConfigError({ field: `vocabulary.${name}`, detail: "event names are lower snake_case" })
     }
     if (typeof def?.properties !== "object" && typeof def?.properties !== "function") {
-      return new ConfigError({ field: `vocabulary.${name}.properties`, message: "must be an Effect Schema" })
+      return new ConfigError({ field: `vocabulary.${name}.properties`, detail: "must be an Effect Schema" })
     }
   }
   if (c.unknownEvents !== undefined && c.unknownEvents !== "reject" && c.unknownEvents !== "store") {
-    return new ConfigError({ field: "unknownEvents", message: `must be "reject" or "store", got ${JSON.stringify(c.unknownEvents)}` })
+    return new ConfigError({ field: "unknownEvents", detail: `must be "reject" or "store", got ${JSON.stringify(c.unknownEvents)}` })
   }
   if (!Array.isArray(c.destinations)) {
-    return new ConfigError({ field: "destinations", message: "must be an array of destination instances" })
+    return new ConfigError({ field: "destinations", detail: "must be an array of destination instances" })
   }
   const seen = new Set<string>()
   for (const [i, d] of c.destinations.entries()) {
     const field = `destinations[${i}]`
     if (typeof d?.id !== "string" || !ID.test(d.id)) {
-      return new ConfigError({ field: `${field}.id`, message: "must match /^[a-z][a-z0-9_-]{0,62}$/" })
+      return new ConfigError({ field: `${field}.id`, detail: "must match /^[a-z][a-z0-9_-]{0,62}$/" })
     }
-    if (seen.has(d.id)) return new ConfigError({ field: `${field}.id`, message: `duplicate destination id "${d.id}"` })
+    if (seen.has(d.id)) return new ConfigError({ field: `${field}.id`, detail: `duplicate destination id "${d.id}"` })
     seen.add(d.id)
     const p = d.plugin
     if (typeof p?.transform !== "function" || typeof p?.send !== "function") {
-      return new ConfigError({ field: `${field}.plugin`, message: "is not a destination plugin" })
+      return new ConfigError({ field: `${field}.plugin`, detail: "is not a destination plugin" })
     }
     if (!satisfies(PLUGIN_API_VERSION, p.pluginApi)) {
       return new ConfigError({
         field: `${field}.plugin`,
-        message: `${p.name}@${p.version} supports plugin API ${p.pluginApi}, but this TrackLayer implements ` +
+        detail: `${p.name}@${p.version} supports plugin API ${p.pluginApi}, but this TrackLayer implements ` +
           `${PLUGIN_API_VERSION}; install a version of ${p.name} built for plugin API ${PLUGIN_API_VERSION}`
       })
     }
     for (const e of d.events ?? []) {
       if (!(e in c.vocabulary)) {
-        return new ConfigError({ field: `${field}.events`, message: `"${e}" is not in the vocabulary` })
+        return new ConfigError({ field: `${field}.events`, detail: `"${e}" is not in the vocabulary` })
       }
     }
   }
   const dur = (v: Duration.DurationInput | undefined, def: Duration.DurationInput, field: string) => {
     const d = Duration.decodeUnknown(v ?? def)
-    return d._tag === "Some" ? d.value : new ConfigError({ field: `delivery.${field}`, message: "is not a duration" })
+    return d._tag === "Some" ? d.value : new ConfigError({ field: `delivery.${field}`, detail: "is not a duration" })
   }
   const o = c.delivery ?? {}
   const delivery = {
@@ -127,7 +127,7 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
   }
   for (const v of Object.values(delivery)) if (v instanceof ConfigError) return v
   if (!Number.isInteger(delivery.maxAttempts) || delivery.maxAttempts < 1) {
-    return new ConfigError({ field: "delivery.maxAttempts", message: "must be a positive integer" })
+    return new ConfigError({ field: "delivery.maxAttempts", detail: "must be a positive integer" })
   }
   return {
     vocabulary: c.vocabulary,

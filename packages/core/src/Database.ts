@@ -1,0 +1,132 @@
+/**
+ * The SQL store connection: PostgreSQL through `@effect/sql-pg`, or the embedded default, PGlite, served in-process
+ * over a private Unix socket with `@electric-sql/pglite-socket` so both go through the same driver and the same SQL.
+ */
+import { PGlite } from "@electric-sql/pglite"
+import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
+import * as Migrator from "@effect/sql/Migrator"
+import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { Config, Context, Data, Effect, Layer, Option, Redacted } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { migrations } from "./internal/migrations.js"
+
+/** Which store is in use (shown by `/healthz` and the banner). */
+export interface StoreInfo {
+  readonly kind: "pglite" | "postgres"
+  /** Data directory (PGlite) or the server address without credentials (PostgreSQL). */
+  readonly location: string
+}
+
+/** Which store is in use, as a service. */
+export class Store extends Context.Tag("@tracklayer/core/Store")<Store, StoreInfo>() {}
+
+/** The store could not be opened. */
+export class StoreOpenError extends Data.TaggedError("StoreOpenError")<{ readonly message: string; readonly cause?: unknown }> {}
+
+/** Runs the migrations (idempotent; safe under concurrent starts: the migrator locks its table). */
+export const migrate = Migrator.make({})({ loader: Migrator.fromRecord(migrations), table: "tl_migrations" })
+
+const describeUrl = (url: string): string => {
+  try {
+    const u = new URL(url)
+    return `${u.protocol}//${u.host}${u.pathname}`
+  } catch {
+    return "(unparseable DATABASE_URL)"
+  }
+}
+
+/** PostgreSQL at `url`. */
+export const layerPostgres = (url: Redacted.Redacted<string>, options: { readonly maxConnections?: number } = {}) =>
+  Layer.merge(
+    PgClient.layer({ url, maxConnections: options.maxConnections ?? 10, applicationName: "tracklayer" }),
+    Layer.succeed(Store, { kind: "postgres", location: describeUrl(Redacted.value(url)) })
+  )
+
+/** Opens PGlite with its data directory at `dataDir` (`memory://` for an in-memory store) and serves it on a socket. */
+export const pglite = (dataDir: string) =>
+  Effect.gen(function*() {
+    if (dataDir !== "memory://") {
+      yield* Effect.try({
+        try: () => fs.mkdirSync(dataDir, { recursive: true }),
+        catch: (cause) => new StoreOpenError({ message: `cannot create data directory ${dataDir}`, cause })
+      })
+    }
+    const db = yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => PGlite.create(dataDir === "memory://" ? undefined : dataDir),
+        catch: (cause) =>
+          new StoreOpenError({
+            message: `cannot open PGlite data directory ${dataDir}: ${String(cause)} ` +
+              "(is another TrackLayer process using it? PGlite serves one process only)",
+            cause
+          })
+      }),
+      (db) => Effect.promise(() => db.close()).pipe(Effect.ignore)
+    )
+    // The socket lives in a short private temp directory: Unix socket paths are limited to ~100 bytes.
+    const socketDir = yield* Effect.acquireRelease(
+      Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "tl-pg-"))),
+      (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+    )
+    const server = new PGLiteSocketServer({ db, path: path.join(socketDir, ".s.PGSQL.5432"), maxConnections: 1 })
+    yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => server.start(),
+        catch: (cause) => new StoreOpenError({ message: "cannot start the PGlite socket", cause })
+      }),
+      () => Effect.promise(() => server.stop()).pipe(Effect.ignore)
+    )
+    return { socketDir }
+  })
+
+/**
+ * PGlite with its data directory at `dataDir`. PGlite is single-connection, so the pool holds one connection and
+ * transactions are serialised; it is the one-process default, not the scale-out store.
+ */
+export const layerPglite = (dataDir: string) =>
+  Layer.unwrapScoped(
+    Effect.map(pglite(dataDir), ({ socketDir }) =>
+      Layer.merge(
+        PgClient.layer({
+          host: socketDir,
+          port: 5432,
+          database: "postgres",
+          username: "postgres",
+          maxConnections: 1,
+          applicationName: "tracklayer"
+        }),
+        Layer.succeed(Store, { kind: "pglite", location: dataDir })
+      ))
+  )
+
+/** Store configuration: `DATABASE_URL` selects PostgreSQL, else PGlite in `TRACKLAYER_DATA_DIR`. */
+export const StoreConfig = Config.all({
+  databaseUrl: Config.option(
+    Config.redacted("DATABASE_URL").pipe(
+      Config.withDescription("PostgreSQL connection URL; when unset the embedded PGlite store is used")
+    )
+  ),
+  dataDir: Config.string("TRACKLAYER_DATA_DIR").pipe(
+    Config.withDefault("./.tracklayer/data"),
+    Config.withDescription("PGlite data directory (ignored when DATABASE_URL is set)")
+  ),
+  maxConnections: Config.integer("TRACKLAYER_DB_POOL").pipe(
+    Config.withDefault(10),
+    Config.withDescription("PostgreSQL connection pool size")
+  )
+})
+
+/** The store selected by configuration, migrated. */
+export const layer: Layer.Layer<
+  Store | PgClient.PgClient | SqlClient.SqlClient,
+  unknown
+> = Layer.unwrapEffect(
+  Effect.map(StoreConfig, (c) =>
+    Option.match(c.databaseUrl, {
+      onNone: () => layerPglite(c.dataDir),
+      onSome: (url) => layerPostgres(url, { maxConnections: c.maxConnections })
+    }))
+).pipe(Layer.tap((ctx) => Effect.provide(migrate, ctx)))

@@ -1,0 +1,554 @@
+/**
+ * Delivery: one subscription per destination instance. Each reads the log in order from its cursor, routes every
+ * event (mapping, consent, dedup, window), transforms it, batches to the destination's limits, sends, classifies
+ * each event's outcome, and writes the delivery records, the retry queue and the new cursor in one transaction.
+ *
+ * A crash between a send and its records means a resend after restart (at-least-once); the destination dedup key
+ * makes that effectively once. A destination whose requests fail backs off as a whole and stops reading the log,
+ * so its backlog stays on disk; the other destinations and ingest are unaffected (separate fibers).
+ */
+import type { HttpClient } from "@effect/platform"
+import { SqlClient } from "@effect/sql"
+import { Context, Duration, Effect, Either, Layer, ParseResult, Ref, Schedule, Schema } from "effect"
+import {
+  type DeliveryEvent,
+  type DestinationInstance,
+  type Identity,
+  type Outcome,
+  type Prepared,
+  RetryableError,
+  type SendError
+} from "./Destination.js"
+import { type Cursor, EventStore, type StoredEvent } from "./EventStore.js"
+import { ConfigError, type ResolvedConfig, TrackLayerConfig } from "./TrackLayerConfig.js"
+
+/** Where one destination stands. */
+export interface DestinationHealth {
+  readonly destination: string
+  readonly plugin: string
+  readonly pluginVersion: string
+  /** `running`; `backoff` after a failed request; `paused` after an authentication failure. */
+  readonly state: "running" | "backoff" | "paused"
+  readonly reason?: string
+  readonly lastError?: string
+  readonly lastSuccessAt?: string
+  readonly resumeAt?: string
+  readonly sent: number
+  readonly accepted: number
+  readonly rejected: number
+  readonly dropped: number
+  readonly retried: number
+}
+
+/** The delivery service: its subscriptions run in the background while the layer is alive. */
+export class Delivery extends Context.Tag("@tracklayer/core/Delivery")<Delivery, {
+  readonly health: Effect.Effect<ReadonlyArray<DestinationHealth>>
+  /** Destination id → its instance (settings already validated). */
+  readonly instances: ReadonlyMap<string, DestinationInstance>
+}>() {}
+
+/** A destination with validated settings. */
+export interface ResolvedDestination {
+  readonly instance: DestinationInstance
+  readonly settings: unknown
+}
+
+/** Reads and validates each destination's settings; a bad value fails with the field it is in. */
+export const resolveDestinations = (config: ResolvedConfig) =>
+  Effect.forEach(config.destinations, (instance, i) =>
+    Effect.gen(function*() {
+      const raw = yield* instance.settings.pipe(
+        Effect.mapError((e) => new ConfigError({ field: `destinations[${i}] (${instance.id}).settings`, detail: String(e) }))
+      )
+      const settings = yield* Schema.decodeUnknown(instance.plugin.settings, { errors: "all", onExcessProperty: "error" })(
+        raw
+      ).pipe(
+        Effect.mapError((e) => {
+          const issues = ParseResult.ArrayFormatter.formatErrorSync(e)
+          const first = issues[0]
+          return new ConfigError({
+            field: `destinations[${i}] (${instance.id}).settings${first ? "." + first.path.join(".") : ""}`,
+            detail: issues.map((x) => `${x.path.join(".") || "(settings)"}: ${x.message}`).join("; ")
+          })
+        })
+      )
+      return { instance, settings } satisfies ResolvedDestination
+    }))
+
+/** The identity a destination sees for an event (the event's own identifiers; the identity graph extends it). */
+export const identityOf = (e: StoredEvent): Identity => {
+  const ev = e.event
+  const u = ev.user
+  return {
+    personKey: e.personKey,
+    ...(ev.user_id !== undefined ? { userId: ev.user_id } : {}),
+    ...(ev.device_id !== undefined ? { deviceId: ev.device_id } : {}),
+    emails: u?.email !== undefined ? [u.email] : [],
+    phones: u?.phone !== undefined ? [u.phone] : [],
+    emailSha256: u?.email_sha256 !== undefined ? [u.email_sha256] : [],
+    phoneSha256: u?.phone_sha256 !== undefined ? [u.phone_sha256] : [],
+    clickIds: ev.context?.click_ids ?? {}
+  }
+}
+
+/** The view of a stored event that plugins receive. */
+export const toDeliveryEvent = (e: StoredEvent): DeliveryEvent => ({
+  position: e.position,
+  eventId: e.eventId,
+  name: e.name,
+  dedupKey: e.dedupKey,
+  timestamp: e.event.timestamp,
+  receivedAt: e.receivedAt.getTime(),
+  event: e.event,
+  identity: identityOf(e)
+})
+
+/** Purposes granted when an event says nothing (advertising and CRM need an explicit grant). */
+const DEFAULT_GRANTED: ReadonlySet<string> = new Set(["analytics"])
+
+/** Why an event is not sent to a destination, in the documented order; undefined when it is routed. */
+export const routeDecision = (
+  d: ResolvedDestination,
+  e: StoredEvent,
+  now: number
+): { readonly reason: "not_mapped" | "consent" | "duplicate" | "window"; readonly detail: string } | undefined => {
+  if (!e.routable) return { reason: "not_mapped", detail: `"${e.name}" is not in the vocabulary (stored, not routed)` }
+  if (d.instance.events !== undefined && !d.instance.events.includes(e.name)) {
+    return { reason: "not_mapped", detail: `"${e.name}" is not among the events routed to ${d.instance.id}` }
+  }
+  for (const purpose of d.instance.plugin.purposes) {
+    const given = e.event.consent?.[purpose]
+    const granted = given ?? DEFAULT_GRANTED.has(purpose)
+    if (!granted) {
+      return {
+        reason: "consent",
+        detail: `${purpose} ${given === false ? "denied" : "not granted"} (required by ${d.instance.id})`
+      }
+    }
+  }
+  if (e.duplicateOf !== null) return { reason: "duplicate", detail: `duplicate of ${e.duplicateOf}` }
+  const window = d.instance.plugin.window
+  if (window !== undefined && now - e.event.timestamp > Duration.toMillis(window)) {
+    const days = ((now - e.event.timestamp) / 86_400_000).toFixed(1)
+    return {
+      reason: "window",
+      detail: `event is ${days} days old; ${d.instance.id} accepts events up to ${Duration.format(window)} old`
+    }
+  }
+  return undefined
+}
+
+/** Splits prepared events into requests within the destination's count and byte limits. */
+export const chunk = <T extends { readonly bytes: number }>(
+  prepared: ReadonlyArray<T>,
+  maxEvents: number,
+  maxBytes: number
+): ReadonlyArray<ReadonlyArray<T>> => {
+  const out: Array<Array<T>> = []
+  let cur: Array<T> = []
+  let bytes = 0
+  for (const p of prepared) {
+    if (cur.length > 0 && (cur.length >= maxEvents || bytes + p.bytes > maxBytes)) {
+      out.push(cur)
+      cur = []
+      bytes = 0
+    }
+    cur.push(p)
+    bytes += p.bytes
+  }
+  if (cur.length > 0) out.push(cur)
+  return out
+}
+
+type RecordRow = {
+  destination: string
+  position: string
+  event_id: string
+  attempt: number
+  outcome: "accepted" | "rejected" | "dropped" | "retry" | "dead_letter"
+  reason: string | null
+  status: number | null
+  response: string | null
+  duration_ms: number | null
+}
+
+interface RetryRow {
+  readonly position: string
+  readonly eventId: string
+  readonly attempts: number
+  readonly kind: "event" | "request" | "auth"
+  readonly nextAt: Date
+  readonly reason: string
+  /** When the event first failed (absent for an event failing now for the first time). */
+  readonly firstFailedAt?: Date
+}
+
+interface State {
+  readonly state: "running" | "backoff" | "paused"
+  readonly reason?: string
+  readonly lastError?: string
+  readonly lastSuccessAt?: number
+  readonly resumeAt?: number
+  readonly failures: number
+  readonly sent: number
+  readonly accepted: number
+  readonly rejected: number
+  readonly dropped: number
+  readonly retried: number
+}
+
+const initialState: State = { state: "running", failures: 0, sent: 0, accepted: 0, rejected: 0, dropped: 0, retried: 0 }
+
+const excerpt = (s: string | undefined) => (s === undefined ? null : s.length > 2000 ? s.slice(0, 2000) + "…" : s)
+
+/** Runs one destination's subscription until interrupted. */
+const runSubscription = (
+  d: ResolvedDestination,
+  config: ResolvedConfig,
+  stateRef: Ref.Ref<State>
+) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* EventStore
+    const { instance, settings } = d
+    const plugin = instance.plugin
+    const id = instance.id
+    const opts = config.delivery
+    const batchSize = plugin.limits.maxEventsPerRequest
+
+    const startFrom = yield* store.startCursor(instance.startFrom ?? "end")
+    yield* sql`INSERT INTO tl_subscriptions (destination, plugin, cursor_tx, cursor_pos)
+      VALUES (${id}, ${plugin.name}, ${startFrom.tx}::xid8, ${startFrom.position}::bigint)
+      ON CONFLICT (destination) DO NOTHING`
+
+    const loadCursor = Effect.map(
+      sql<{ tx: string; position: string }>`
+        SELECT cursor_tx::text AS tx, cursor_pos::text AS position FROM tl_subscriptions WHERE destination = ${id}`,
+      (rows): Cursor => rows[0]!
+    )
+
+    const backoffMs = (attempt: number) => {
+      const base = Math.min(
+        Duration.toMillis(opts.maxBackoff),
+        Duration.toMillis(opts.initialBackoff) * 2 ** Math.max(0, attempt - 1)
+      )
+      return Math.round(base * (0.8 + Math.random() * 0.4))
+    }
+
+    /** Routes, transforms, sends and records a set of events (new from the log, or due retries). */
+    const process = (events: ReadonlyArray<StoredEvent>, previous: ReadonlyMap<string, RetryRow>, advanceTo?: Cursor) =>
+      Effect.gen(function*() {
+        const now = Date.now()
+        const records: Array<RecordRow> = []
+        const retries: Array<RetryRow> = []
+        const done: Array<string> = []
+        const payloads: Array<{ destination: string; position: string; event_id: string; dedup_key: string; payload: string }> = []
+        const prepared: Array<Prepared<unknown> & { bytes: number; stored: StoredEvent }> = []
+        let dropped = 0
+
+        const attemptOf = (e: StoredEvent) => (previous.get(e.position)?.attempts ?? 0) + 1
+        const record = (
+          e: StoredEvent,
+          outcome: RecordRow["outcome"],
+          reason: string | null,
+          extra: Partial<Pick<RecordRow, "status" | "response" | "duration_ms">> = {}
+        ) =>
+          records.push({
+            destination: id,
+            position: e.position,
+            event_id: e.eventId,
+            attempt: attemptOf(e),
+            outcome,
+            reason,
+            status: extra.status ?? null,
+            response: extra.response ?? null,
+            duration_ms: extra.duration_ms ?? null
+          })
+
+        for (const e of events) {
+          const decision = routeDecision(d, e, now)
+          if (decision) {
+            record(e, "dropped", `${decision.reason}: ${decision.detail}`)
+            done.push(e.position)
+            dropped++
+            continue
+          }
+          const de = toDeliveryEvent(e)
+          const t = Either.try(() => plugin.transform(de, settings)).pipe(
+            Either.flatMap((x) => x),
+            Either.mapLeft((err) =>
+              err && typeof err === "object" && "reason" in err && "detail" in err
+                ? (err as { reason: string; detail: string })
+                : { reason: "invalid", detail: `transform failed: ${String(err)}` }
+            )
+          )
+          if (Either.isLeft(t)) {
+            record(e, "dropped", `${t.left.reason}: ${t.left.detail}`)
+            done.push(e.position)
+            dropped++
+            continue
+          }
+          const json = JSON.stringify(t.right)
+          payloads.push({ destination: id, position: e.position, event_id: e.eventId, dedup_key: e.dedupKey, payload: json })
+          prepared.push({ event: de, payload: t.right, bytes: json.length, stored: e })
+        }
+
+        let requestFailure: { error: SendError; kind: "request" | "auth" } | undefined
+        let sent = 0, accepted = 0, rejected = 0, retried = 0
+        const retryLater = (e: StoredEvent, kind: RetryRow["kind"], reason: string, afterMs: number | undefined) => {
+          const attempts = attemptOf(e)
+          retries.push({
+            position: e.position,
+            eventId: e.eventId,
+            attempts,
+            kind,
+            nextAt: new Date(now + Math.max(afterMs ?? 0, backoffMs(attempts))),
+            reason
+          })
+          retried++
+        }
+
+        for (const batch of chunk(prepared, plugin.limits.maxEventsPerRequest, plugin.limits.maxBytesPerRequest)) {
+          if (requestFailure) {
+            for (const p of batch) {
+              record(p.stored, "retry", `not sent: ${requestFailure.error.message}`)
+              retryLater(p.stored, requestFailure.kind, requestFailure.error.message, undefined)
+            }
+            continue
+          }
+          const started = Date.now()
+          const result = yield* plugin.send(batch, settings).pipe(
+            Effect.timeoutFail({
+              duration: opts.requestTimeout,
+              onTimeout: () => new RetryableError({ message: `timed out after ${Duration.format(opts.requestTimeout)}` })
+            }),
+            Effect.catchAllDefect((defect) =>
+              Effect.fail(new RetryableError({ message: `plugin ${plugin.name} failed: ${String(defect)}` }))
+            ),
+            Effect.either
+          )
+          const ms = Date.now() - started
+          sent += batch.length
+          if (Either.isLeft(result)) {
+            const error = result.left
+            const extra = { status: error.status ?? null, response: excerpt(error.body), duration_ms: ms }
+            if (error._tag === "PayloadInvalidError") {
+              for (const p of batch) record(p.stored, "rejected", `invalid request: ${error.message}`, extra)
+              for (const p of batch) done.push(p.stored.position)
+              rejected += batch.length
+              continue
+            }
+            const kind = error._tag === "AuthFailedError" ? "auth" : "request"
+            requestFailure = { error, kind }
+            for (const p of batch) {
+              record(p.stored, "retry", error.message, extra)
+              retryLater(p.stored, kind, error.message, error._tag === "RetryableError" ? error.retryAfterMs : undefined)
+            }
+            continue
+          }
+          const outcomes = result.right
+          batch.forEach((p, i) => {
+            const o: Outcome = outcomes[i] ?? { _tag: "Retry", reason: "destination returned no outcome for this event" }
+            const extra = { status: o.response?.status ?? null, response: excerpt(o.response?.body), duration_ms: ms }
+            switch (o._tag) {
+              case "Accepted":
+                record(p.stored, "accepted", null, extra)
+                done.push(p.stored.position)
+                accepted++
+                break
+              case "Rejected":
+                record(p.stored, "rejected", o.reason, extra)
+                done.push(p.stored.position)
+                rejected++
+                break
+              case "Retry":
+                record(p.stored, "retry", o.reason, extra)
+                retryLater(p.stored, "event", o.reason, o.afterMs)
+                break
+            }
+          })
+        }
+
+        // Dead-letter what has failed for too long. Auth failures never dead-letter: the destination is paused.
+        const keep: Array<RetryRow> = []
+        for (const r of retries) {
+          const tooMany = r.kind === "event" && r.attempts >= opts.maxAttempts
+          const firstFailed = previous.get(r.position)?.firstFailedAt
+          const tooOld = r.kind !== "auth" && firstFailed !== undefined &&
+            now - firstFailed.getTime() > Duration.toMillis(opts.maxRetryAge)
+          if (tooMany || tooOld) {
+            records.push({
+              destination: id,
+              position: r.position,
+              event_id: r.eventId,
+              attempt: r.attempts,
+              outcome: "dead_letter",
+              reason: tooMany ? `gave up after ${r.attempts} attempts: ${r.reason}` :
+                `gave up after ${Duration.format(opts.maxRetryAge)}: ${r.reason}`,
+              status: null,
+              response: null,
+              duration_ms: null
+            })
+            done.push(r.position)
+          } else {
+            keep.push(r)
+          }
+        }
+
+        yield* sql.withTransaction(Effect.gen(function*() {
+          if (payloads.length > 0) {
+            yield* sql`INSERT INTO tl_delivery_payloads ${sql.insert(payloads)} ON CONFLICT DO NOTHING`
+          }
+          if (records.length > 0) yield* sql`INSERT INTO tl_delivery_records ${sql.insert(records)}`
+          if (done.length > 0) {
+            yield* sql`DELETE FROM tl_retry_queue WHERE destination = ${id} AND position IN ${sql.in(done)}`
+          }
+          if (keep.length > 0) {
+            yield* sql`INSERT INTO tl_retry_queue ${
+              sql.insert(keep.map((r) => ({
+                destination: id,
+                position: r.position,
+                event_id: r.eventId,
+                attempts: r.attempts,
+                kind: r.kind,
+                next_attempt_at: r.nextAt,
+                last_reason: r.reason
+              })))
+            } ON CONFLICT (destination, position) DO UPDATE SET attempts = EXCLUDED.attempts, kind = EXCLUDED.kind,
+              next_attempt_at = EXCLUDED.next_attempt_at, last_reason = EXCLUDED.last_reason`
+          }
+          if (advanceTo) {
+            yield* sql`UPDATE tl_subscriptions SET cursor_tx = ${advanceTo.tx}::xid8,
+              cursor_pos = ${advanceTo.position}::bigint, updated_at = now() WHERE destination = ${id}`
+          }
+        }))
+
+        const at = Date.now()
+        yield* Ref.update(stateRef, (s): State => {
+          const counts = {
+            sent: s.sent + sent,
+            accepted: s.accepted + accepted,
+            rejected: s.rejected + rejected,
+            dropped: s.dropped + dropped,
+            retried: s.retried + retried
+          }
+          if (requestFailure) {
+            const failures = s.failures + 1
+            const retryAfter = requestFailure.error._tag === "RetryableError" ? requestFailure.error.retryAfterMs : undefined
+            const wait = Math.max(retryAfter ?? 0, backoffMs(failures))
+            return {
+              ...s,
+              ...counts,
+              state: requestFailure.kind === "auth" ? "paused" : "backoff",
+              reason: requestFailure.kind === "auth" ? "authentication failed" : "requests failing",
+              lastError: requestFailure.error.message,
+              resumeAt: at + wait,
+              failures
+            }
+          }
+          const ok = sent > 0 ? { lastSuccessAt: at } : {}
+          const { reason: _r, resumeAt: _u, ...rest } = s
+          return { ...rest, ...counts, ...ok, state: "running", failures: sent > 0 ? 0 : s.failures }
+        })
+        if (requestFailure) {
+          const s = yield* Ref.get(stateRef)
+          yield* (requestFailure.kind === "auth" ? Effect.logError : Effect.logWarning)(
+            `destination ${id} ${requestFailure.kind === "auth" ? "paused: authentication failed" : "backing off"}: ` +
+              `${requestFailure.error.message}; next attempt at ${new Date(s.resumeAt ?? at).toISOString()}`
+          ).pipe(Effect.annotateLogs({ destination: id }))
+        }
+        return { sent, work: events.length }
+      })
+
+    /** Due retries first (oldest position first), then new events from the log. Returns how much work was done. */
+    const step = Effect.gen(function*() {
+      const s = yield* Ref.get(stateRef)
+      if (s.resumeAt !== undefined && s.state !== "running" && Date.now() < s.resumeAt) {
+        yield* Effect.sleep(Duration.millis(Math.min(s.resumeAt - Date.now(), 1000)))
+        return 1
+      }
+      const due = yield* sql<{
+        position: string
+        event_id: string
+        attempts: number
+        kind: RetryRow["kind"]
+        next_attempt_at: Date
+        first_failed_at: Date
+        last_reason: string
+      }>`SELECT position::text AS position, event_id, attempts, kind, next_attempt_at, first_failed_at, last_reason
+        FROM tl_retry_queue WHERE destination = ${id} AND next_attempt_at <= now()
+        ORDER BY tl_retry_queue.position LIMIT ${batchSize}`
+      if (due.length > 0) {
+        const previous = new Map(due.map((r) => [r.position, {
+          position: r.position,
+          eventId: r.event_id,
+          attempts: r.attempts,
+          kind: r.kind,
+          nextAt: r.next_attempt_at,
+          reason: r.last_reason,
+          firstFailedAt: r.first_failed_at
+        } satisfies RetryRow]))
+        const events = yield* store.byPositions(due.map((r) => r.position))
+        yield* process(events, previous)
+        return due.length
+      }
+      const cursor = yield* loadCursor
+      const events = yield* store.readAfter(cursor, batchSize)
+      if (events.length === 0) return 0
+      const last = events[events.length - 1]!
+      yield* process(events, new Map(), { tx: last.tx, position: last.position })
+      return events.length
+    })
+
+    const loop = step.pipe(
+      Effect.catchAllCause((cause) =>
+        Effect.logError(`destination ${id}: delivery step failed; retrying`, cause).pipe(
+          Effect.annotateLogs({ destination: id }),
+          Effect.zipRight(Effect.sleep(Duration.seconds(1))),
+          Effect.as(1)
+        )
+      ),
+      Effect.flatMap((work) => (work === 0 ? Effect.sleep(opts.pollInterval) : Effect.void)),
+      Effect.forever
+    )
+    return yield* loop
+  }).pipe(Effect.annotateLogs({ destination: d.instance.id }))
+
+/** Builds delivery: validates settings, then runs every subscription in the background. */
+export const make = Effect.gen(function*() {
+  const config = yield* TrackLayerConfig
+  const resolved = yield* resolveDestinations(config)
+  const states = new Map<string, Ref.Ref<State>>()
+  for (const d of resolved) {
+    const ref = yield* Ref.make(initialState)
+    states.set(d.instance.id, ref)
+    yield* runSubscription(d, config, ref).pipe(
+      Effect.retry(Schedule.spaced(Duration.seconds(1))),
+      Effect.forkScoped
+    )
+  }
+  const health = Effect.forEach(resolved, (d) =>
+    Effect.map(Ref.get(states.get(d.instance.id)!), (s): DestinationHealth => ({
+      destination: d.instance.id,
+      plugin: d.instance.plugin.name,
+      pluginVersion: d.instance.plugin.version,
+      state: s.state,
+      ...(s.reason !== undefined ? { reason: s.reason } : {}),
+      ...(s.lastError !== undefined ? { lastError: s.lastError } : {}),
+      ...(s.lastSuccessAt !== undefined ? { lastSuccessAt: new Date(s.lastSuccessAt).toISOString() } : {}),
+      ...(s.resumeAt !== undefined && s.state !== "running" ? { resumeAt: new Date(s.resumeAt).toISOString() } : {}),
+      sent: s.sent,
+      accepted: s.accepted,
+      rejected: s.rejected,
+      dropped: s.dropped,
+      retried: s.retried
+    })))
+  return Delivery.of({ health, instances: new Map(resolved.map((d) => [d.instance.id, d.instance])) })
+})
+
+/** Delivery for the configured destinations (needs an HttpClient for the plugins). */
+export const layer: Layer.Layer<
+  Delivery,
+  ConfigError,
+  TrackLayerConfig | EventStore | SqlClient.SqlClient | HttpClient.HttpClient
+> = Layer.scoped(Delivery, make)

@@ -1,0 +1,176 @@
+/**
+ * The append-only event log in PostgreSQL/PGlite, and subscriptions that read it in order.
+ *
+ * Log order is (tx, position): `tx` is the appending transaction's id (`pg_current_xact_id()`). A reader only reads
+ * rows whose `tx` is below the oldest transaction still in flight (`pg_snapshot_xmin(pg_current_snapshot())`); all
+ * such transactions are finished, so that prefix of the log is final and no event that commits later can sort
+ * before the reader's cursor. Concurrent appends therefore never cause a skipped event.
+ */
+import { SqlClient, type SqlError } from "@effect/sql"
+import { Context, Effect, Layer } from "effect"
+import { CONTRACT_VERSION, type CanonicalEvent } from "./Contract.js"
+import type { StartFrom } from "./Destination.js"
+
+/** A position in log order. */
+export interface Cursor {
+  readonly tx: string
+  readonly position: string
+}
+
+/** The cursor before the first event. */
+export const origin: Cursor = { tx: "0", position: "0" }
+
+/** An event to append. */
+export interface NewEvent {
+  readonly eventId: string
+  readonly name: string
+  readonly routable: boolean
+  readonly partitionKey: number
+  readonly personKey: string
+  readonly dedupKey: string
+  readonly event: CanonicalEvent
+}
+
+/** A stored event. */
+export interface StoredEvent {
+  readonly tx: string
+  readonly position: string
+  readonly eventId: string
+  readonly name: string
+  readonly routable: boolean
+  readonly partitionKey: number
+  readonly personKey: string
+  readonly dedupKey: string
+  readonly duplicateOf: string | null
+  readonly occurredAt: Date
+  readonly receivedAt: Date
+  readonly contractVersion: number
+  readonly event: CanonicalEvent
+}
+
+interface Row {
+  readonly tx: string
+  readonly position: string
+  readonly event_id: string
+  readonly event_name: string
+  readonly routable: boolean
+  readonly partition_key: number
+  readonly person_key: string
+  readonly dedup_key: string
+  readonly duplicate_of: string | null
+  readonly occurred_at: Date
+  readonly received_at: Date
+  readonly contract_version: number
+  readonly body: CanonicalEvent
+}
+
+const fromRow = (r: Row): StoredEvent => ({
+  tx: r.tx,
+  position: r.position,
+  eventId: r.event_id,
+  name: r.event_name,
+  routable: r.routable,
+  partitionKey: r.partition_key,
+  personKey: r.person_key,
+  dedupKey: r.dedup_key,
+  duplicateOf: r.duplicate_of,
+  occurredAt: r.occurred_at,
+  receivedAt: r.received_at,
+  contractVersion: r.contract_version,
+  event: r.body
+})
+
+/** The event store. */
+export class EventStore extends Context.Tag("@tracklayer/core/EventStore")<EventStore, {
+  /**
+   * Appends in one transaction. Returns the event ids that were new; the others were already stored
+   * (idempotency by `event_id`, enforced by a unique index, safe under concurrency).
+   */
+  readonly append: (events: ReadonlyArray<NewEvent>) => Effect.Effect<ReadonlySet<string>, SqlError.SqlError>
+  /** Reads up to `limit` events after `cursor`, in log order, never past an in-flight transaction. */
+  readonly readAfter: (cursor: Cursor, limit: number) => Effect.Effect<ReadonlyArray<StoredEvent>, SqlError.SqlError>
+  /** Loads events by position (for retries). */
+  readonly byPositions: (
+    positions: ReadonlyArray<string>
+  ) => Effect.Effect<ReadonlyArray<StoredEvent>, SqlError.SqlError>
+  /** Finds a tracked event by its id. */
+  readonly byEventId: (eventId: string) => Effect.Effect<StoredEvent | undefined, SqlError.SqlError>
+  /** The cursor a new subscription starts from. */
+  readonly startCursor: (from: StartFrom) => Effect.Effect<Cursor, SqlError.SqlError>
+}>() {}
+
+const cols = `tx::text AS tx, position::text AS position, event_id, event_name, routable, partition_key, person_key,
+  dedup_key, duplicate_of, occurred_at, received_at, contract_version, body`
+
+/** Builds the store on the current SQL client. */
+export const make = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+
+  const append = Effect.fn("EventStore.append")(function*(events: ReadonlyArray<NewEvent>) {
+    if (events.length === 0) return new Set<string>()
+    const rows = events.map((e) => ({
+      kind: "track",
+      event_id: e.eventId,
+      event_name: e.name,
+      routable: e.routable,
+      partition_key: e.partitionKey,
+      person_key: e.personKey,
+      dedup_key: e.dedupKey,
+      occurred_at: new Date(e.event.timestamp),
+      contract_version: CONTRACT_VERSION,
+      body: JSON.stringify(e.event)
+    }))
+    const inserted = yield* sql<{ event_id: string }>`
+      INSERT INTO tl_log ${sql.insert(rows)}
+      ON CONFLICT (event_id) WHERE kind = 'track' DO NOTHING
+      RETURNING event_id`
+    return new Set(inserted.map((r) => r.event_id))
+  })
+
+  const readAfter = Effect.fn("EventStore.readAfter")(function*(cursor: Cursor, limit: number) {
+    const rows = yield* sql<Row>`
+      SELECT ${sql.literal(cols)} FROM tl_log
+      WHERE (tx, position) > (${cursor.tx}::xid8, ${cursor.position}::bigint)
+        AND tx < pg_snapshot_xmin(pg_current_snapshot())
+      ORDER BY tl_log.tx, tl_log.position
+      LIMIT ${limit}`
+    return rows.map(fromRow)
+  })
+
+  const byPositions = Effect.fn("EventStore.byPositions")(function*(positions: ReadonlyArray<string>) {
+    if (positions.length === 0) return []
+    const rows = yield* sql<Row>`
+      SELECT ${sql.literal(cols)} FROM tl_log WHERE position IN ${sql.in(positions)} ORDER BY tl_log.tx, tl_log.position`
+    return rows.map(fromRow)
+  })
+
+  const byEventId = Effect.fn("EventStore.byEventId")(function*(eventId: string) {
+    const rows = yield* sql<Row>`
+      SELECT ${sql.literal(cols)} FROM tl_log WHERE event_id = ${eventId} AND kind = 'track'`
+    return rows[0] ? fromRow(rows[0]) : undefined
+  })
+
+  // Everything in transactions that finished before now is behind this cursor; anything in flight or later is ahead.
+  const endCursor = Effect.map(
+    sql<{ xmin: string }>`SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin`,
+    (rows): Cursor => ({ tx: rows[0]!.xmin, position: "0" })
+  )
+
+  const startCursor = (from: StartFrom): Effect.Effect<Cursor, SqlError.SqlError> => {
+    if (from === "beginning") return Effect.succeed(origin)
+    if (from === "end") return endCursor
+    return sql<{ tx: string; position: string }>`
+      SELECT tx::text AS tx, position::text AS position FROM tl_log
+      WHERE received_at >= ${from.since} ORDER BY tl_log.tx, tl_log.position LIMIT 1`.pipe(
+      Effect.flatMap(([first]) =>
+        first ? Effect.succeed({ tx: first.tx, position: String(BigInt(first.position) - 1n) }) : endCursor
+      ),
+      Effect.withSpan("EventStore.startCursor")
+    )
+  }
+
+  return EventStore.of({ append, readAfter, byPositions, byEventId, startCursor })
+})
+
+/** The store on the current SQL client. */
+export const layer = Layer.effect(EventStore, make)

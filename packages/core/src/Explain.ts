@@ -1,0 +1,159 @@
+/**
+ * Explain: what happened to one event, per destination — routed or dropped and why, each attempt with its response,
+ * and the transformed payload. Raw PII in the received event is masked.
+ */
+import { SqlClient, type SqlError } from "@effect/sql"
+import { Context, Effect, Layer } from "effect"
+import type { CanonicalEvent } from "./Contract.js"
+import { Delivery } from "./Delivery.js"
+import { EventStore } from "./EventStore.js"
+
+/** One attempt or routing decision. */
+export interface AttemptView {
+  readonly attempt: number
+  readonly outcome: "accepted" | "rejected" | "dropped" | "retry" | "dead_letter"
+  readonly reason: string | null
+  readonly status: number | null
+  readonly response: string | null
+  readonly durationMs: number | null
+  readonly at: string
+}
+
+/** The story of one event at one destination. */
+export interface DestinationView {
+  readonly destination: string
+  /** The latest state: `pending` (not yet read), `retrying`, or the final outcome. */
+  readonly status: "pending" | "accepted" | "rejected" | "dropped" | "retrying" | "dead_letter"
+  readonly reason: string | null
+  readonly dedupKey: string
+  readonly payload: unknown
+  readonly attempts: ReadonlyArray<AttemptView>
+}
+
+/** Everything TrackLayer knows about one event. */
+export interface Explanation {
+  readonly event_id: string
+  readonly event: string
+  readonly timestamp: string
+  readonly received_at: string
+  readonly position: string
+  readonly dedup_key: string
+  readonly person_key: string
+  readonly routable: boolean
+  readonly duplicate_of: string | null
+  /** The received event with raw personal data masked. */
+  readonly received: unknown
+  readonly destinations: ReadonlyArray<DestinationView>
+}
+
+const maskEmail = (s: string) => {
+  const at = s.lastIndexOf("@")
+  return at > 0 ? `${s[0]}***${s.slice(at)}` : "***"
+}
+const maskTail = (s: string, keep: number) => (s.length <= keep ? "***" : `***${s.slice(-keep)}`)
+const maskIp = (ip: string) =>
+  ip.includes(":") ? ip.split(":").slice(0, 3).join(":") + ":…" : ip.split(".").slice(0, 3).join(".") + ".0"
+
+/** Masks raw personal data in an event for display (hashes are shown as they are). */
+export const maskEvent = (e: CanonicalEvent): unknown => {
+  const u = e.user
+  const user = u === undefined ? undefined : Object.fromEntries(
+    Object.entries(u).map(([k, v]) => {
+      if (typeof v !== "string") return [k, v]
+      if (k.endsWith("_sha256") || k === "country") return [k, v]
+      if (k === "email") return [k, maskEmail(v)]
+      if (k === "phone") return [k, maskTail(v.replace(/\D/g, ""), 2)]
+      return [k, `${v.slice(0, 1)}***`]
+    })
+  )
+  const context = e.context === undefined ? undefined : {
+    ...e.context,
+    ...(e.context.ip !== undefined ? { ip: maskIp(e.context.ip) } : {})
+  }
+  return {
+    ...e,
+    timestamp: new Date(e.timestamp).toISOString(),
+    ...(user ? { user } : {}),
+    ...(context ? { context } : {})
+  }
+}
+
+/** The explain service. */
+export class Explain extends Context.Tag("@tracklayer/core/Explain")<Explain, {
+  readonly explain: (eventId: string) => Effect.Effect<Explanation | undefined, SqlError.SqlError>
+}>() {}
+
+export const make = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const store = yield* EventStore
+  const delivery = yield* Delivery
+
+  const explain = Effect.fn("Explain.explain")(function*(eventId: string) {
+    const e = yield* store.byEventId(eventId)
+    if (!e) return undefined
+    const records = yield* sql<{
+      destination: string
+      attempt: number
+      outcome: AttemptView["outcome"]
+      reason: string | null
+      status: number | null
+      response: string | null
+      duration_ms: number | null
+      at: Date
+    }>`SELECT destination, attempt, outcome, reason, status, response, duration_ms, at
+       FROM tl_delivery_records WHERE event_id = ${eventId} AND position = ${e.position}::bigint ORDER BY id`
+    const payloads = yield* sql<{ destination: string; payload: unknown; dedup_key: string }>`
+      SELECT destination, payload, dedup_key FROM tl_delivery_payloads
+      WHERE event_id = ${eventId} AND position = ${e.position}::bigint`
+    const queued = yield* sql<{ destination: string; next_attempt_at: Date; last_reason: string }>`
+      SELECT destination, next_attempt_at, last_reason FROM tl_retry_queue WHERE position = ${e.position}::bigint`
+    const subs = yield* sql<{ destination: string }>`SELECT destination FROM tl_subscriptions`
+    const ids = new Set([...delivery.instances.keys(), ...subs.map((s) => s.destination), ...records.map((r) => r.destination)])
+    const destinations = [...ids].sort().map((destination): DestinationView => {
+      const attempts = records.filter((r) => r.destination === destination).map((r): AttemptView => ({
+        attempt: r.attempt,
+        outcome: r.outcome,
+        reason: r.reason,
+        status: r.status,
+        response: r.response,
+        durationMs: r.duration_ms,
+        at: r.at.toISOString()
+      }))
+      const last = attempts[attempts.length - 1]
+      const q = queued.find((x) => x.destination === destination)
+      const p = payloads.find((x) => x.destination === destination)
+      const status: DestinationView["status"] = q
+        ? "retrying"
+        : last === undefined
+        ? "pending"
+        : last.outcome === "retry"
+        ? "retrying"
+        : last.outcome
+      return {
+        destination,
+        status,
+        reason: q ? `${q.last_reason}; next attempt at ${q.next_attempt_at.toISOString()}` : last?.reason ?? null,
+        dedupKey: p?.dedup_key ?? e.dedupKey,
+        payload: p?.payload ?? null,
+        attempts
+      }
+    })
+    return {
+      event_id: e.eventId,
+      event: e.name,
+      timestamp: new Date(e.event.timestamp).toISOString(),
+      received_at: e.receivedAt.toISOString(),
+      position: e.position,
+      dedup_key: e.dedupKey,
+      person_key: e.personKey,
+      routable: e.routable,
+      duplicate_of: e.duplicateOf,
+      received: maskEvent(e.event),
+      destinations
+    } satisfies Explanation
+  })
+
+  return Explain.of({ explain })
+})
+
+export const layer = Layer.effect(Explain, make)

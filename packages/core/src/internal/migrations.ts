@@ -1,0 +1,89 @@
+/**
+ * Schema migrations, identical on PostgreSQL and PGlite. Append new ones; never edit a released migration.
+ */
+import { SqlClient } from "@effect/sql"
+import { Effect } from "effect"
+
+const m0001 = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  // The append-only log. `tx` is the writing transaction's id: readers order by (tx, position) and read only
+  // below the oldest in-flight transaction, so an event committed out of position order is never skipped.
+  yield* sql`CREATE TABLE tl_log (
+    position bigserial PRIMARY KEY,
+    tx xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    kind text NOT NULL,
+    event_id text NOT NULL,
+    event_name text NOT NULL,
+    routable boolean NOT NULL,
+    partition_key integer NOT NULL,
+    person_key text NOT NULL,
+    dedup_key text NOT NULL,
+    duplicate_of text,
+    occurred_at timestamptz NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    contract_version smallint NOT NULL,
+    body jsonb NOT NULL
+  )`
+  yield* sql`CREATE UNIQUE INDEX tl_log_event_id ON tl_log (event_id) WHERE kind = 'track'`
+  yield* sql`CREATE INDEX tl_log_order ON tl_log (tx, position)`
+  yield* sql`CREATE INDEX tl_log_received ON tl_log (received_at)`
+
+  // One row per destination instance: where its subscription stands in the log.
+  yield* sql`CREATE TABLE tl_subscriptions (
+    destination text PRIMARY KEY,
+    plugin text NOT NULL,
+    cursor_tx xid8 NOT NULL,
+    cursor_pos bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+  )`
+
+  // The transformed payload, once per (destination, event). Never holds secrets; PII only hashed.
+  yield* sql`CREATE TABLE tl_delivery_payloads (
+    destination text NOT NULL,
+    position bigint NOT NULL,
+    event_id text NOT NULL,
+    dedup_key text NOT NULL,
+    payload jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (destination, position)
+  )`
+  yield* sql`CREATE INDEX tl_delivery_payloads_event ON tl_delivery_payloads (event_id)`
+
+  // Append-only delivery log: every routing decision and every attempt with its outcome.
+  yield* sql`CREATE TABLE tl_delivery_records (
+    id bigserial PRIMARY KEY,
+    destination text NOT NULL,
+    position bigint NOT NULL,
+    event_id text NOT NULL,
+    attempt integer NOT NULL,
+    outcome text NOT NULL CHECK (outcome IN ('accepted', 'rejected', 'dropped', 'retry', 'dead_letter')),
+    reason text,
+    status integer,
+    response text,
+    duration_ms integer,
+    at timestamptz NOT NULL DEFAULT now()
+  )`
+  yield* sql`CREATE INDEX tl_delivery_records_event ON tl_delivery_records (event_id)`
+  yield* sql`CREATE INDEX tl_delivery_records_dest ON tl_delivery_records (destination, at)`
+
+  // Events waiting for another attempt. `kind` says whether the destination refused this event ('event') or the
+  // whole request failed ('request'); only the former counts towards maxAttempts.
+  yield* sql`CREATE TABLE tl_retry_queue (
+    destination text NOT NULL,
+    position bigint NOT NULL,
+    event_id text NOT NULL,
+    attempts integer NOT NULL,
+    kind text NOT NULL,
+    next_attempt_at timestamptz NOT NULL,
+    first_failed_at timestamptz NOT NULL DEFAULT now(),
+    last_reason text NOT NULL,
+    PRIMARY KEY (destination, position)
+  )`
+  yield* sql`CREATE INDEX tl_retry_queue_due ON tl_retry_queue (destination, next_attempt_at)`
+})
+
+/** Migration id_name → effect, in order. */
+export const migrations = {
+  "0001_event_log": m0001
+}

@@ -1,0 +1,154 @@
+/**
+ * The gateway's HTTP API: ingest (`POST /v1/events`), health, explain and destination status.
+ * Every error is JSON `{ "error": { "code", "message" } }` with the status that says what to do about it.
+ */
+import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { Contract, Database, Delivery, Explain, Ingest } from "@tracklayer/core"
+import { SqlClient } from "@effect/sql"
+import { Chunk, Data, Effect, Option, Stream } from "effect"
+import { bearer, Keys, matches } from "./Keys.js"
+
+/** A request the gateway refuses, with its HTTP status. */
+export class HttpFailure extends Data.TaggedError("HttpFailure")<{
+  readonly status: number
+  readonly code: string
+  readonly message: string
+  readonly headers?: Record<string, string>
+}> {}
+
+const failure = (status: number, code: string, message: string, headers?: Record<string, string>) =>
+  new HttpFailure(headers ? { status, code, message, headers } : { status, code, message })
+
+const errorResponse = (f: HttpFailure) =>
+  HttpServerResponse.unsafeJson({ error: { code: f.code, message: f.message } }, {
+    status: f.status,
+    ...(f.headers ? { headers: f.headers } : {})
+  })
+
+/** The store is unreachable: tell clients to come back rather than fail their data. */
+const unavailable = () =>
+  failure(503, "store_unavailable", "the event store is unavailable; retry later", { "retry-after": "1" })
+
+const authorize = (kind: "write" | "admin") =>
+  Effect.gen(function*() {
+    const keys = yield* Keys
+    const req = yield* HttpServerRequest.HttpServerRequest
+    const token = bearer(req.headers["authorization"])
+    if (Option.isNone(token)) {
+      return yield* failure(401, "unauthorized", "missing `Authorization: Bearer <key>` header")
+    }
+    const ok = kind === "write"
+      ? matches(token.value, keys.write) || matches(token.value, [keys.admin])
+      : matches(token.value, [keys.admin])
+    if (!ok) return yield* failure(401, "unauthorized", `unknown ${kind} key`)
+  })
+
+/** Reads the body up to `limit` bytes; a longer one is a 413 without reading the rest. */
+const readBody = (limit: number) =>
+  Effect.gen(function*() {
+    const req = yield* HttpServerRequest.HttpServerRequest
+    const declared = req.headers["content-length"]
+    if (declared !== undefined && Number(declared) > limit) {
+      return yield* failure(413, "payload_too_large", `request body is ${declared} bytes; the limit is ${limit} bytes (1 MiB)`)
+    }
+    const chunks = yield* req.stream.pipe(
+      Stream.mapError(() => failure(400, "bad_request", "could not read the request body")),
+      Stream.mapAccumEffect(0, (total, chunk: Uint8Array) =>
+        total + chunk.length > limit
+          ? Effect.fail(failure(413, "payload_too_large", `request body exceeds the limit of ${limit} bytes (1 MiB)`))
+          : Effect.succeed([total + chunk.length, chunk] as const)),
+      Stream.runCollect
+    )
+    const all = Buffer.concat(Chunk.toReadonlyArray(chunks))
+    try {
+      return new TextDecoder("utf-8", { fatal: true }).decode(all)
+    } catch {
+      return yield* failure(400, "bad_request", "request body is not valid UTF-8")
+    }
+  })
+
+const ingestHandler = Effect.gen(function*() {
+  yield* authorize("write")
+  const text = yield* readBody(Contract.MAX_REQUEST_BYTES)
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch (e) {
+    return yield* failure(400, "malformed_json", `request body is not valid JSON: ${(e as Error).message}`)
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    return yield* failure(400, "bad_request", "request body must be a JSON object `{ \"events\": [...] }`")
+  }
+  const extra = Object.keys(body).filter((k) => k !== "events")
+  if (extra.length > 0) {
+    return yield* failure(400, "bad_request", `unknown top-level field(s): ${extra.join(", ")}; the body is { "events": [...] }`)
+  }
+  const events = (body as { events?: unknown }).events
+  if (!Array.isArray(events)) return yield* failure(400, "bad_request", "`events` must be an array of events")
+  if (events.length === 0) return yield* failure(400, "bad_request", "`events` is empty")
+  if (events.length > Contract.MAX_EVENTS_PER_REQUEST) {
+    return yield* failure(
+      413,
+      "too_many_events",
+      `${events.length} events in one request; the limit is ${Contract.MAX_EVENTS_PER_REQUEST}`
+    )
+  }
+  const ingest = yield* Ingest.Ingest
+  const results = yield* ingest.ingest(events).pipe(
+    Effect.tapErrorCause((c) => Effect.logError("ingest: store failure", c)),
+    Effect.mapError(unavailable)
+  )
+  return yield* HttpServerResponse.json({ results } satisfies Contract.IngestResponse)
+})
+
+const healthHandler = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const store = yield* Database.Store
+  yield* sql`SELECT 1`.pipe(Effect.timeout("2 seconds"), Effect.mapError(unavailable))
+  return yield* HttpServerResponse.json({ status: "ok", store: store.kind })
+})
+
+const explainHandler = Effect.gen(function*() {
+  yield* authorize("admin")
+  const params = yield* HttpRouter.params
+  const id = params["event_id"] ?? ""
+  const explain = yield* Explain.Explain
+  const result = yield* explain.explain(id).pipe(Effect.mapError(unavailable))
+  if (result === undefined) return yield* failure(404, "not_found", `no event with event_id "${id}"`)
+  return yield* HttpServerResponse.json(result)
+})
+
+const destinationsHandler = Effect.gen(function*() {
+  yield* authorize("admin")
+  const delivery = yield* Delivery.Delivery
+  return yield* HttpServerResponse.json({ destinations: yield* delivery.health })
+})
+
+/** The router. */
+export const router = HttpRouter.empty.pipe(
+  HttpRouter.post("/v1/events", ingestHandler),
+  HttpRouter.get("/healthz", healthHandler),
+  HttpRouter.get("/v1/events/:event_id/explain", explainHandler),
+  HttpRouter.get("/v1/destinations", destinationsHandler)
+)
+
+/** The HTTP app: typed failures become JSON errors; unknown routes a JSON 404. */
+export const app = router.pipe(
+  Effect.catchAll((e) => {
+    if (e._tag === "HttpFailure") return Effect.succeed(errorResponse(e))
+    if (e._tag === "RouteNotFound") return Effect.succeed(errorResponse(failure(404, "not_found", "no such endpoint")))
+    return Effect.logError("request failed", e).pipe(
+      Effect.as(errorResponse(failure(500, "internal", "internal error")))
+    )
+  }),
+  Effect.catchAllDefect((defect) =>
+    Effect.logError("unhandled defect", defect).pipe(
+      Effect.as(errorResponse(failure(500, "internal", "internal error")))
+    )
+  )
+)
+
+/** Serves the gateway on the provided HttpServer. */
+export const layer = HttpServer.serve(app).pipe(HttpServer.withLogAddress)
+
+

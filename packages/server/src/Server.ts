@@ -1,0 +1,42 @@
+/**
+ * The whole gateway as one Layer: store (migrated) → event store → ingest, delivery, explain → HTTP server.
+ */
+import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
+import { Database, Delivery, EventStore, Explain, Ingest, TrackLayerConfig } from "@tracklayer/core"
+import { Layer } from "effect"
+import { createServer } from "node:http"
+import * as Gateway from "./Gateway.js"
+import type { Keys } from "./Keys.js"
+
+/** Where the gateway listens. */
+export interface Listen {
+  readonly port: number
+  readonly host: string
+}
+
+/** The pipeline without HTTP: store, ingest, delivery and explain on the given store layer. */
+export const pipeline = <E, R>(
+  config: TrackLayerConfig.ResolvedConfig,
+  store: Layer.Layer<Database.Store | import("@effect/sql").SqlClient.SqlClient, E, R>
+) => {
+  const base = EventStore.layer.pipe(Layer.provideMerge(store))
+  const services = Layer.mergeAll(Ingest.layer, Delivery.layer).pipe(
+    Layer.provideMerge(base),
+    Layer.provide(NodeHttpClient.layerUndici),
+    Layer.provide(Layer.succeed(TrackLayerConfig.TrackLayerConfig, config))
+  )
+  return Explain.layer.pipe(Layer.provideMerge(services))
+}
+
+/** The gateway serving HTTP on `listen`, with the store selected by configuration (DATABASE_URL or PGlite). */
+export const layer = <E, R>(
+  config: TrackLayerConfig.ResolvedConfig,
+  listen: Listen,
+  keys: Layer.Layer<Keys, E, R>,
+  store = Database.layer
+) =>
+  Gateway.layer.pipe(
+    Layer.provide(pipeline(config, store)),
+    Layer.provide(keys),
+    Layer.provide(NodeHttpServer.layer(createServer, listen))
+  )
