@@ -1,0 +1,638 @@
+/**
+ * Amplitude HTTP API v2 ingestion, emulated in memory as Amplitude documents it: request and event validation,
+ * limits, error bodies, per-user/device throttling and `insert_id` dedup. Transport-free (the sandbox wraps it in
+ * `node:http`) and written independently of the plugin, so a plugin bug is not mirrored here.
+ */
+
+/** Events stored by the emulator, in arrival order. */
+export interface StoredEvent {
+  readonly seq: number
+  readonly received_at: number
+  readonly insert_id: string | null
+  /** The event as Amplitude keeps it (ids shorter than `min_id_length` removed). */
+  readonly event: Record<string, unknown>
+}
+
+export interface Stats {
+  readonly requests: number
+  /** HTTP status → count of ingestion requests answered with it. */
+  readonly responses: Record<string, number>
+  readonly events_received: number
+  /** Events counted in `events_ingested` of 200 answers (duplicates included, as Amplitude counts them). */
+  readonly events_accepted: number
+  /** Events stored for the first time. */
+  readonly events_stored: number
+  /** Events ignored because their `insert_id` was seen in the last 7 days. */
+  readonly duplicates: number
+  /** Events in 429 answers. */
+  readonly throttled_events: number
+  /** Reason → events refused for it (`invalid field: time`, `invalid api key`, …). */
+  readonly rejected: Record<string, number>
+}
+
+/** Fault injection (`POST /__sandbox/faults`). */
+export interface Faults {
+  /** The next `count` ingestion requests answer this status. */
+  readonly status?: number
+  readonly count?: number
+  /** Let this many ingestion requests through before the fault starts (to fail a follow-up request). */
+  readonly skip?: number
+  /** `Retry-After` header on those answers (seconds, or an HTTP-date string). */
+  readonly retryAfter?: number | string
+  /** Answer this JSON body instead of the default one for `status` (to replay documented answers). */
+  readonly body?: unknown
+  /** Process the request normally (store its events) and still answer the fault: "500 may have ingested". */
+  readonly ingest?: boolean
+  /** While true every ingestion request gets 503 and nothing is stored. */
+  readonly down?: boolean
+  /** Delay every answer by this many ms (events are processed on arrival). */
+  readonly delayMs?: number
+}
+
+/** Runtime configuration (`POST /__sandbox/config`). */
+export interface EmulatorConfig {
+  readonly apiKeys: ReadonlyArray<string>
+  readonly throttle: boolean
+  /** Events per second per user_id or device_id above which a request is throttled (Amplitude: 30). */
+  readonly epsThreshold: number
+  /** Sliding window of the throttle (Amplitude averages over 30 s; the sandbox uses 1 s). */
+  readonly throttleWindowMs: number
+  /** Bodies of this many bytes or more get 413 (Amplitude: under 1 MB). */
+  readonly maxBodyBytes: number
+  /** More events than this in one request get 413 (Amplitude: 2000). */
+  readonly maxEventsPerRequest: number
+  /** How long an `insert_id` deduplicates (Amplitude: 7 days). */
+  readonly dedupWindowMs: number
+}
+
+export const defaultConfig: EmulatorConfig = {
+  apiKeys: ["sandbox-amplitude-key"],
+  throttle: true,
+  epsThreshold: 30,
+  throttleWindowMs: 1000,
+  maxBodyBytes: 1_000_000,
+  maxEventsPerRequest: 2000,
+  dedupWindowMs: 7 * 24 * 60 * 60 * 1000
+}
+
+export interface Request {
+  readonly method: string
+  readonly path: string
+  readonly contentType: string | undefined
+  readonly body: Uint8Array
+  /** Size of the body as received (the kept `body` may be cut). */
+  readonly bytes: number
+  readonly now: number
+}
+
+export interface Reply {
+  readonly status: number
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: string
+}
+
+const BLOCKED = new Set([
+  "anonymous",
+  "nil",
+  "none",
+  "null",
+  "n/a",
+  "na",
+  "undefined",
+  "unknown",
+  "0",
+  "-1",
+  "lmy47d",
+  "{}",
+  "",
+  "00000000-0000-0000-0000-000000000000"
+])
+
+const RESERVED_EVENT_TYPES = new Set([
+  "[Amplitude] Start Session",
+  "[Amplitude] End Session",
+  "[Amplitude] Revenue",
+  "[Amplitude] Revenue (Verified)",
+  "[Amplitude] Revenue (Unverified)",
+  "[Amplitude] Merged User"
+])
+
+const STRING_FIELDS = [
+  "app_version",
+  "platform",
+  "os_name",
+  "os_version",
+  "device_brand",
+  "device_manufacturer",
+  "device_model",
+  "carrier",
+  "country",
+  "region",
+  "city",
+  "dma",
+  "language",
+  "productId",
+  "revenueType",
+  "ip",
+  "idfa",
+  "idfv",
+  "adid",
+  "android_id",
+  "library",
+  "partner_id"
+]
+const INTEGER_FIELDS = ["time", "event_id", "session_id", "quantity"]
+const NUMBER_FIELDS = ["price", "revenue", "location_lat", "location_lng"]
+const OBJECT_FIELDS = ["event_properties", "user_properties", "groups"]
+const MAX_STRING = 1024
+const MAX_DEPTH = 40
+
+const json = (status: number, body: unknown, headers: Record<string, string> = {}): Reply => ({
+  status,
+  headers: { "content-type": "application/json", ...headers },
+  body: JSON.stringify(body)
+})
+
+const html = (status: number, title: string, headers: Record<string, string> = {}): Reply => ({
+  status,
+  headers: { "content-type": "text/html", ...headers },
+  body: `<html><head><title>${title}</title></head><body><center><h1>${title}</h1></center></body></html>`
+})
+
+const isObject = (u: unknown): u is Record<string, unknown> =>
+  typeof u === "object" && u !== null && !Array.isArray(u)
+
+/** True when a JSON value holds a string longer than 1024 or nests deeper than 40 levels. */
+const tooLongOrDeep = (u: unknown, depth: number): boolean => {
+  if (typeof u === "string") return u.length > MAX_STRING
+  if (depth > MAX_DEPTH) return true
+  if (Array.isArray(u)) return u.some((v) => tooLongOrDeep(v, depth + 1))
+  if (isObject(u)) return Object.values(u).some((v) => tooLongOrDeep(v, depth + 1))
+  return false
+}
+
+interface EventCheck {
+  readonly invalid: ReadonlyArray<string>
+  readonly missing: ReadonlyArray<string>
+  readonly idLengths: ReadonlyArray<string>
+  /** The event as it would be stored. */
+  readonly stored: Record<string, unknown>
+}
+
+/** Validates one event the way the HTTP API v2 documents it. */
+const checkEvent = (raw: unknown, minIdLength: number): EventCheck => {
+  if (!isObject(raw)) return { invalid: [], missing: ["event_type"], idLengths: [], stored: {} }
+  const invalid: Array<string> = []
+  const missing: Array<string> = []
+  const idLengths: Array<string> = []
+  const stored: Record<string, unknown> = { ...raw }
+  const type = raw.event_type
+  if (type === undefined || type === null || type === "") missing.push("event_type")
+  else if (typeof type !== "string" || RESERVED_EVENT_TYPES.has(type) || type.length > MAX_STRING) {
+    invalid.push("event_type")
+  }
+  let validIds = 0
+  for (const field of ["user_id", "device_id"] as const) {
+    const id = raw[field]
+    if (id === undefined || id === null) {
+      delete stored[field]
+      continue
+    }
+    if (typeof id !== "string" || BLOCKED.has(id.trim().toLowerCase()) || id.length > MAX_STRING) {
+      invalid.push(field)
+    } else if (id.length < minIdLength) {
+      // Documented: a too-short id is removed from the event; the event fails only if no id is left.
+      idLengths.push(field)
+      delete stored[field]
+    } else {
+      validIds += 1
+    }
+  }
+  for (const field of INTEGER_FIELDS) {
+    const v = raw[field]
+    const ok = typeof v === "number" && Number.isInteger(v) && (field !== "time" || v >= 0)
+    if (v !== undefined && v !== null && !ok) invalid.push(field)
+  }
+  for (const field of NUMBER_FIELDS) {
+    const v = raw[field]
+    if (v !== undefined && v !== null && !(typeof v === "number" && Number.isFinite(v))) invalid.push(field)
+  }
+  for (const field of STRING_FIELDS) {
+    const v = raw[field]
+    if (v !== undefined && v !== null && !(typeof v === "string" && v.length <= MAX_STRING)) invalid.push(field)
+  }
+  const insertId = raw.insert_id
+  if (insertId !== undefined && insertId !== null) {
+    if (typeof insertId !== "string" || insertId === "" || insertId.length > MAX_STRING) invalid.push("insert_id")
+  }
+  for (const field of OBJECT_FIELDS) {
+    const v = raw[field]
+    if (v !== undefined && v !== null && (!isObject(v) || tooLongOrDeep(v, 1))) invalid.push(field)
+  }
+  const idInvalid = invalid.includes("user_id") || invalid.includes("device_id")
+  if (validIds === 0 && !idInvalid && idLengths.length === 0) missing.push("user_id", "device_id")
+  return {
+    invalid,
+    missing,
+    // Reported only when the event is left without any id.
+    idLengths: validIds === 0 ? idLengths : [],
+    stored
+  }
+}
+
+const addIndex = (map: Record<string, Array<number>>, field: string, index: number) => {
+  ;(map[field] ??= []).push(index)
+}
+
+/** The emulated Amplitude project(s): state plus the request handler. */
+export class Emulator {
+  config: EmulatorConfig
+  private stored: Array<StoredEvent> = []
+  private seq = 0
+  private seen = new Map<string, number>()
+  private recent = new Map<string, Array<number>>()
+  private faults:
+    | {
+      status: number
+      remaining: number
+      skip: number
+      retryAfter?: number | string
+      body?: unknown
+      ingest: boolean
+    }
+    | undefined
+  private down: { retryAfter?: number | string } | undefined
+  private delayMs = 0
+  private stats: {
+    requests: number
+    responses: Record<string, number>
+    events_received: number
+    events_accepted: number
+    events_stored: number
+    duplicates: number
+    throttled_events: number
+    rejected: Record<string, number>
+  } = Emulator.emptyStats()
+
+  constructor(config: Partial<EmulatorConfig> = {}) {
+    this.config = { ...defaultConfig, ...config }
+  }
+
+  private static emptyStats() {
+    return {
+      requests: 0,
+      responses: {},
+      events_received: 0,
+      events_accepted: 0,
+      events_stored: 0,
+      duplicates: 0,
+      throttled_events: 0,
+      rejected: {}
+    }
+  }
+
+  /** Forgets events, dedup and throttle state, statistics and faults. */
+  reset(): void {
+    this.stored = []
+    this.seq = 0
+    this.seen.clear()
+    this.recent.clear()
+    this.faults = undefined
+    this.down = undefined
+    this.delayMs = 0
+    this.stats = Emulator.emptyStats()
+  }
+
+  /** Every stored event in arrival order. */
+  events(): ReadonlyArray<StoredEvent> {
+    return this.stored
+  }
+
+  /** Handles one HTTP request; `delayMs` is how long to hold the answer. */
+  handle(req: Request): { readonly reply: Reply; readonly delayMs: number } {
+    const path = req.path.split("?")[0] ?? "/"
+    if (path === "/2/httpapi") {
+      if (req.method !== "POST") return { reply: json(405, { code: 405, error: "Method Not Allowed" }), delayMs: 0 }
+      const reply = this.ingest(req)
+      this.stats.responses[String(reply.status)] = (this.stats.responses[String(reply.status)] ?? 0) + 1
+      return { reply, delayMs: this.delayMs }
+    }
+    return { reply: this.control(req, path), delayMs: 0 }
+  }
+
+  private control(req: Request, path: string): Reply {
+    const route = `${req.method} ${path}`
+    switch (route) {
+      case "GET /__sandbox/events":
+        return json(200, { events: this.stored })
+      case "DELETE /__sandbox/events":
+        this.reset()
+        return json(200, { ok: true })
+      case "GET /__sandbox/stats":
+        return json(200, this.stats)
+      case "GET /__sandbox/faults":
+        return json(200, this.faultState())
+      case "DELETE /__sandbox/faults":
+        this.faults = undefined
+        this.down = undefined
+        this.delayMs = 0
+        return json(200, this.faultState())
+      case "POST /__sandbox/faults": {
+        const body = this.parse(req.body)
+        if (!isObject(body)) return json(400, { error: "expected a JSON object" })
+        return this.setFaults(body as Faults)
+      }
+      case "POST /__sandbox/config": {
+        const body = this.parse(req.body)
+        if (!isObject(body)) return json(400, { error: "expected a JSON object" })
+        return this.configure(body)
+      }
+      case "GET /":
+      case "GET /__sandbox":
+        return json(200, {
+          sandbox: "amplitude-http-api-v2",
+          ingest: "POST /2/httpapi",
+          control: [
+            "GET /__sandbox/events",
+            "DELETE /__sandbox/events",
+            "GET /__sandbox/stats",
+            "POST /__sandbox/faults",
+            "DELETE /__sandbox/faults",
+            "POST /__sandbox/config"
+          ]
+        })
+      default:
+        return json(404, { code: 404, error: "Not Found" })
+    }
+  }
+
+  private faultState() {
+    return {
+      next: this.faults ?? null,
+      down: this.down !== undefined,
+      delayMs: this.delayMs
+    }
+  }
+
+  private setFaults(f: Faults): Reply {
+    if (f.status !== undefined) {
+      if (typeof f.status !== "number" || f.status < 400 || f.status > 599) {
+        return json(400, { error: "status must be an HTTP error status (4xx or 5xx)" })
+      }
+      this.faults = {
+        status: f.status,
+        remaining: typeof f.count === "number" && f.count > 0 ? Math.floor(f.count) : 1,
+        skip: typeof f.skip === "number" && f.skip > 0 ? Math.floor(f.skip) : 0,
+        ...(f.retryAfter !== undefined ? { retryAfter: f.retryAfter } : {}),
+        ...(f.body !== undefined ? { body: f.body } : {}),
+        ingest: f.ingest === true
+      }
+    }
+    if (f.down !== undefined) {
+      this.down = f.down ? (f.retryAfter !== undefined ? { retryAfter: f.retryAfter } : {}) : undefined
+    }
+    if (f.delayMs !== undefined) this.delayMs = Math.max(0, Number(f.delayMs) || 0)
+    return json(200, this.faultState())
+  }
+
+  private configure(body: Record<string, unknown>): Reply {
+    const next: { -readonly [K in keyof EmulatorConfig]: EmulatorConfig[K] } = { ...this.config }
+    if (typeof body.throttle === "boolean") next.throttle = body.throttle
+    if (typeof body.epsThreshold === "number" && body.epsThreshold > 0) next.epsThreshold = body.epsThreshold
+    if (typeof body.throttleWindowMs === "number" && body.throttleWindowMs > 0) {
+      next.throttleWindowMs = body.throttleWindowMs
+    }
+    if (typeof body.maxBodyBytes === "number" && body.maxBodyBytes > 0) next.maxBodyBytes = body.maxBodyBytes
+    if (Array.isArray(body.apiKeys) && body.apiKeys.every((k) => typeof k === "string")) {
+      next.apiKeys = body.apiKeys as Array<string>
+    }
+    this.config = next
+    const { apiKeys, ...visible } = next
+    return json(200, { ...visible, apiKeys: apiKeys.length })
+  }
+
+  private parse(body: Uint8Array): unknown {
+    try {
+      return JSON.parse(new TextDecoder().decode(body))
+    } catch {
+      return undefined
+    }
+  }
+
+  private reject(reason: string, n: number) {
+    if (n > 0) this.stats.rejected[reason] = (this.stats.rejected[reason] ?? 0) + n
+  }
+
+  private ingest(req: Request): Reply {
+    this.stats.requests += 1
+    const parsed = this.parse(req.body)
+    const events = isObject(parsed) && Array.isArray(parsed.events) ? parsed.events : []
+    this.stats.events_received += events.length
+    if (this.down !== undefined) {
+      this.reject("service unavailable", events.length)
+      return json(503, { code: 503, error: "Service Unavailable" }, this.retryAfterHeader(this.down.retryAfter))
+    }
+    const fault = this.takeFault()
+    if (fault !== undefined && !fault.ingest) {
+      this.reject(`fault ${fault.status}`, events.length)
+      return this.faultReply(fault, events)
+    }
+    const reply = this.process(req, parsed, events)
+    return fault !== undefined ? this.faultReply(fault, events) : reply
+  }
+
+  private takeFault() {
+    const f = this.faults
+    if (f === undefined) return undefined
+    if (f.skip > 0) {
+      f.skip -= 1
+      return undefined
+    }
+    f.remaining -= 1
+    if (f.remaining <= 0) this.faults = undefined
+    return f
+  }
+
+  private retryAfterHeader(retryAfter: number | string | undefined): Record<string, string> {
+    return retryAfter === undefined ? {} : { "retry-after": String(retryAfter) }
+  }
+
+  private faultReply(
+    fault: { readonly status: number; readonly retryAfter?: number | string; readonly body?: unknown },
+    events: ReadonlyArray<unknown>
+  ): Reply {
+    const headers = this.retryAfterHeader(fault.retryAfter)
+    if (fault.body !== undefined) return json(fault.status, fault.body, headers)
+    switch (fault.status) {
+      case 429: {
+        // Every user and device of the request throttled.
+        const users: Record<string, number> = {}
+        const devices: Record<string, number> = {}
+        events.forEach((e) => {
+          if (!isObject(e)) return
+          if (typeof e.user_id === "string") users[e.user_id] = (users[e.user_id] ?? 0) + 1
+          if (typeof e.device_id === "string") devices[e.device_id] = (devices[e.device_id] ?? 0) + 1
+        })
+        this.stats.throttled_events += events.length
+        return json(429, {
+          code: 429,
+          error: "Too many requests for some devices and users",
+          eps_threshold: this.config.epsThreshold,
+          throttled_devices: devices,
+          throttled_users: users,
+          throttled_events: events.map((_, i) => i)
+        }, headers)
+      }
+      case 502:
+        return html(502, "502 Bad Gateway", headers)
+      case 504:
+        return html(504, "504 Gateway Time-out", headers)
+      case 503:
+        return json(503, { code: 503, error: "Service Unavailable" }, headers)
+      case 500:
+        return json(500, { code: 500, error: "Internal Server Error" }, headers)
+      default:
+        return json(fault.status, { code: fault.status, error: "Injected fault" }, headers)
+    }
+  }
+
+  private process(req: Request, parsed: unknown, events: ReadonlyArray<unknown>): Reply {
+    const n = events.length
+    if (req.contentType === undefined || !/^application\/json\b/i.test(req.contentType.trim())) {
+      this.reject("invalid content-type", n)
+      return json(400, { code: 400, error: "Invalid Content-Type header: expected application/json" })
+    }
+    if (req.bytes >= this.config.maxBodyBytes) {
+      this.reject("payload too large", n)
+      return json(413, { code: 413, error: "Payload too large" })
+    }
+    if (!isObject(parsed)) {
+      return json(400, { code: 400, error: "Invalid JSON request body" })
+    }
+    const apiKey = parsed.api_key
+    if (typeof apiKey !== "string" || apiKey === "") {
+      this.reject("missing api_key", n)
+      return json(400, { code: 400, error: "Request missing required field", missing_field: "api_key" })
+    }
+    if (!this.config.apiKeys.includes(apiKey)) {
+      this.reject("invalid api key", n)
+      // Amplitude echoes the key it was given.
+      return json(400, { code: 400, error: `Invalid API key: ${apiKey}` })
+    }
+    if (!Array.isArray(parsed.events) || parsed.events.length === 0) {
+      return json(400, { code: 400, error: "Request missing required field", missing_field: "events" })
+    }
+    if (n > this.config.maxEventsPerRequest) {
+      this.reject("payload too large", n)
+      return json(413, { code: 413, error: "Payload too large" })
+    }
+    const options = isObject(parsed.options) ? parsed.options : {}
+    const minIdLength = options.min_id_length ?? 5
+    if (typeof minIdLength !== "number" || !Number.isInteger(minIdLength) || minIdLength < 1) {
+      this.reject("invalid options", n)
+      return json(400, { code: 400, error: "Invalid options: min_id_length must be a positive integer" })
+    }
+
+    const checks = events.map((e) => checkEvent(e, minIdLength))
+    const invalid: Record<string, Array<number>> = {}
+    const missing: Record<string, Array<number>> = {}
+    const idLengths: Record<string, Array<number>> = {}
+    checks.forEach((c, i) => {
+      c.invalid.forEach((f) => addIndex(invalid, f, i))
+      c.missing.forEach((f) => addIndex(missing, f, i))
+      c.idLengths.forEach((f) => addIndex(idLengths, f, i))
+    })
+    const anyInvalid = Object.keys(invalid).length > 0
+    const anyMissing = Object.keys(missing).length > 0
+    const anyIdLength = Object.keys(idLengths).length > 0
+    if (anyInvalid || anyMissing || anyIdLength) {
+      for (const [f, is] of Object.entries(invalid)) this.reject(`invalid field: ${f}`, is.length)
+      for (const [f, is] of Object.entries(missing)) this.reject(`missing field: ${f}`, is.length)
+      for (const [f, is] of Object.entries(idLengths)) this.reject(`invalid id length: ${f}`, is.length)
+      // Nothing of the request is ingested; the client drops the listed events and resends the rest.
+      return json(400, {
+        code: 400,
+        error: anyInvalid || anyIdLength ? "Invalid field values on some events" : "Request missing required field",
+        ...(anyInvalid ? { events_with_invalid_fields: invalid } : {}),
+        ...(anyMissing ? { events_with_missing_fields: missing } : {}),
+        ...(anyIdLength ? { events_with_invalid_id_lengths: idLengths } : {})
+      })
+    }
+
+    const stored = checks.map((c) => c.stored)
+    if (this.config.throttle) {
+      const throttled = this.throttled(stored, req.now)
+      if (throttled !== undefined) {
+        this.stats.throttled_events += n
+        return json(429, {
+          code: 429,
+          error: "Too many requests for some devices and users",
+          eps_threshold: this.config.epsThreshold,
+          throttled_devices: throttled.devices,
+          throttled_users: throttled.users,
+          throttled_events: throttled.events
+        })
+      }
+    }
+
+    for (const event of stored) this.store(apiKey, event, req.now)
+    this.stats.events_accepted += n
+    return json(200, {
+      code: 200,
+      events_ingested: n,
+      payload_size_bytes: req.bytes,
+      server_upload_time: req.now
+    })
+  }
+
+  /** Users/devices above the threshold in the sliding window, counting this request; undefined when none. */
+  private throttled(events: ReadonlyArray<Record<string, unknown>>, now: number) {
+    const since = now - this.config.throttleWindowMs
+    const inRequest = new Map<string, number>()
+    const keysOf = (e: Record<string, unknown>) => [
+      ...(typeof e.user_id === "string" ? [`u:${e.user_id}`] : []),
+      ...(typeof e.device_id === "string" ? [`d:${e.device_id}`] : [])
+    ]
+    for (const e of events) for (const k of keysOf(e)) inRequest.set(k, (inRequest.get(k) ?? 0) + 1)
+    const over = new Map<string, number>()
+    for (const [k, count] of inRequest) {
+      const past = (this.recent.get(k) ?? []).filter((t) => t > since)
+      this.recent.set(k, past)
+      const rate = past.length + count
+      if (rate > this.config.epsThreshold) over.set(k, rate)
+    }
+    if (over.size === 0) return undefined
+    const users: Record<string, number> = {}
+    const devices: Record<string, number> = {}
+    for (const [k, rate] of over) (k.startsWith("u:") ? users : devices)[k.slice(2)] = rate
+    const indexes: Array<number> = []
+    events.forEach((e, i) => {
+      if (keysOf(e).some((k) => over.has(k))) indexes.push(i)
+    })
+    return { users, devices, events: indexes }
+  }
+
+  private store(apiKey: string, event: Record<string, unknown>, now: number) {
+    for (const k of [
+      ...(typeof event.user_id === "string" ? [`u:${event.user_id}`] : []),
+      ...(typeof event.device_id === "string" ? [`d:${event.device_id}`] : [])
+    ]) {
+      this.recent.set(k, [...(this.recent.get(k) ?? []), now])
+    }
+    const insertId = typeof event.insert_id === "string" ? event.insert_id : null
+    if (insertId !== null) {
+      // Amplitude dedups an insert_id per device_id when the event has one, else per user_id, for 7 days.
+      const scope = typeof event.device_id === "string" ? `d:${event.device_id}` : `u:${String(event.user_id)}`
+      const key = `${apiKey}\u0000${scope}\u0000${insertId}`
+      const until = this.seen.get(key)
+      if (until !== undefined && until > now) {
+        this.stats.duplicates += 1
+        return
+      }
+      this.seen.set(key, now + this.config.dedupWindowMs)
+    }
+    this.seq += 1
+    this.stored.push({ seq: this.seq, received_at: now, insert_id: insertId, event })
+    this.stats.events_stored += 1
+  }
+}
