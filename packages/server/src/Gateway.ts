@@ -149,6 +149,6 @@ export const app = router.pipe(
 )
 
 /** Serves the gateway on the provided HttpServer. */
-export const layer = HttpServer.serve(app).pipe(HttpServer.withLogAddress)
+export const layer = HttpServer.serve(app)
 
 

@@ -1,9 +1,10 @@
 /**
  * The whole gateway as one Layer: store (migrated) → event store → ingest, delivery, explain → HTTP server.
  */
+import { HttpServer } from "@effect/platform"
 import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
 import { Database, Delivery, EventStore, Explain, Ingest, TrackLayerConfig } from "@tracklayer/core"
-import { Layer } from "effect"
+import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
 import * as Gateway from "./Gateway.js"
 import type { Keys } from "./Keys.js"
@@ -29,14 +30,25 @@ export const pipeline = <E, R>(
 }
 
 /** The gateway serving HTTP on `listen`, with the store selected by configuration (DATABASE_URL or PGlite). */
-export const layer = <E, R>(
-  config: TrackLayerConfig.ResolvedConfig,
-  listen: Listen,
-  keys: Layer.Layer<Keys, E, R>,
-  store = Database.layer
-) =>
-  Gateway.layer.pipe(
-    Layer.provide(pipeline(config, store)),
-    Layer.provide(keys),
-    Layer.provide(NodeHttpServer.layer(createServer, listen))
+export const layer = <E, R>(options: {
+  readonly config: TrackLayerConfig.ResolvedConfig
+  readonly listen: Listen
+  readonly keys: Layer.Layer<Keys, E, R>
+  readonly store?: typeof Database.layer
+  /** Called once the server listens, with its base URL and the store in use. */
+  readonly onListening?: (url: string, store: Database.StoreInfo) => Effect.Effect<void>
+}) => {
+  const pipe = pipeline(options.config, options.store ?? Database.layer)
+  const announce = Layer.effectDiscard(
+    Effect.gen(function*() {
+      const store = yield* Database.Store
+      const url = yield* HttpServer.addressFormattedWith((a) => Effect.succeed(a))
+      if (options.onListening) yield* options.onListening(url, store)
+    })
   )
+  return Layer.mergeAll(Gateway.layer, announce).pipe(
+    Layer.provide(pipe),
+    Layer.provide(options.keys),
+    Layer.provide(NodeHttpServer.layer(createServer, options.listen))
+  )
+}

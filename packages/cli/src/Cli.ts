@@ -1,0 +1,209 @@
+/**
+ * The `tracklayer` command line: serve | send | explain | migrate | sandbox.
+ */
+import { Args, Command, Options } from "@effect/cli"
+import type { Destination, Explain } from "@tracklayer/core"
+import { Config, Console, Data, Effect, Option, Redacted } from "effect"
+import * as ConfigModule from "./ConfigModule.js"
+import * as LocalState from "./LocalState.js"
+import * as Send from "./Send.js"
+import * as Serve from "./Serve.js"
+
+/** Version printed by `--version`. */
+export const VERSION = "0.1.0"
+
+/** A usage problem: the message names the flag. Exit code 2. */
+export class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
+
+const cwd = process.cwd()
+
+const configOption = Options.file("config").pipe(
+  Options.withDescription("config module (default: ./tracklayer.config.ts, .mts, .mjs or .js)"),
+  Options.optional
+)
+const urlOption = Options.text("url").pipe(
+  Options.withDescription("gateway URL (default: $TRACKLAYER_URL, the running sandbox, or http://127.0.0.1:8787)"),
+  Options.optional
+)
+const keyOption = Options.redacted("key").pipe(
+  Options.withDescription("API key (default: $TRACKLAYER_WRITE_KEY / $TRACKLAYER_ADMIN_KEY, or the sandbox's)"),
+  Options.optional
+)
+
+const loadConfig = (given: Option.Option<string>) =>
+  ConfigModule.load(ConfigModule.locate(Option.getOrUndefined(given), cwd))
+
+/** Resolves `--url`: flag, environment, sandbox state, default. */
+const gatewayUrl = (flag: Option.Option<string>) =>
+  Effect.gen(function*() {
+    const env = yield* Config.option(Config.string("TRACKLAYER_URL"))
+    const url = Option.getOrUndefined(Option.orElse(flag, () => env)) ?? LocalState.read(cwd)?.url ?? "http://127.0.0.1:8787"
+    if (!/^https?:\/\/[^\s]+$/.test(url)) return yield* new UsageError({ message: `--url: "${url}" is not an http(s) URL` })
+    return url.replace(/\/+$/, "")
+  })
+
+/** Resolves `--key`: flag, environment, sandbox state. */
+const apiKey = (flag: Option.Option<Redacted.Redacted<string>>, kind: "write" | "admin") =>
+  Effect.gen(function*() {
+    if (Option.isSome(flag)) return Redacted.value(flag.value)
+    const name = kind === "write" ? "TRACKLAYER_WRITE_KEY" : "TRACKLAYER_ADMIN_KEY"
+    const env = yield* Config.option(Config.redacted(name))
+    if (Option.isSome(env)) return Redacted.value(env.value)
+    const state = LocalState.read(cwd)
+    if (state) return kind === "write" ? state.writeKey : state.adminKey
+    return yield* new UsageError({
+      message: `--key: no ${kind} key; pass --key, set ${name}, or start the gateway with \`serve --sandbox\` first`
+    })
+  })
+
+const serve = Command.make(
+  "serve",
+  {
+    sandbox: Options.boolean("sandbox").pipe(
+      Options.withDescription("start each plugin's local sandbox and deliver there (no credentials needed)")
+    ),
+    port: Options.integer("port").pipe(Options.withDescription("port (default: $TRACKLAYER_PORT or 8787)"), Options.optional),
+    config: configOption
+  },
+  ({ config, port, sandbox }) =>
+    Effect.gen(function*() {
+      if (Option.isSome(port) && (port.value < 0 || port.value > 65535)) {
+        return yield* new UsageError({ message: `--port: ${port.value} is not a TCP port (0-65535)` })
+      }
+      const resolved = yield* loadConfig(config)
+      return yield* Serve.serve({ config: resolved, sandbox, port, cwd })
+    }).pipe(Effect.scoped)
+).pipe(Command.withDescription("run the gateway (ingest, delivery, explain)"))
+
+const send = Command.make(
+  "send",
+  {
+    file: Args.file({ name: "file.ndjson", exists: "yes" }).pipe(Args.withDescription("canonical events, one JSON object per line")),
+    rebaseTime: Options.boolean("rebase-time").pipe(
+      Options.withDescription("shift timestamps so the latest is an hour ago, keeping the gaps")
+    ),
+    batchSize: Options.integer("batch-size").pipe(Options.withDefault(500), Options.withDescription("events per request (1-500)")),
+    concurrency: Options.integer("concurrency").pipe(Options.withDefault(4), Options.withDescription("requests in flight")),
+    url: urlOption,
+    key: keyOption
+  },
+  (o) =>
+    Effect.gen(function*() {
+      const url = yield* gatewayUrl(o.url)
+      const key = yield* apiKey(o.key, "write")
+      const tty = process.stderr.isTTY === true
+      let lastLogged = -1
+      const summary = yield* Send.send({
+        file: o.file,
+        url,
+        key,
+        rebaseTime: o.rebaseTime,
+        batchSize: o.batchSize,
+        concurrency: o.concurrency,
+        progress: (line, final) => {
+          if (tty) process.stderr.write(`\r${line}${final ? "\n" : ""}`)
+          else {
+            const pct = Number(/(\d+)%/.exec(line)?.[1] ?? 0)
+            if ((final && lastLogged < 100) || pct >= lastLogged + 10) {
+              lastLogged = pct
+              process.stderr.write(line + "\n")
+            }
+          }
+        }
+      })
+      yield* Console.log(
+        `sent ${summary.events} events to ${url} in ${summary.seconds.toFixed(1)} s: ` +
+          `${summary.accepted} accepted, ${summary.duplicate} duplicate, ${summary.rejected} rejected` +
+          (summary.failed ? `, ${summary.failed} not delivered (request failed)` : "")
+      )
+      for (const r of summary.rejections.slice(0, 10)) {
+        yield* Console.log(`  rejected ${r.event_id ?? "(no event_id)"}: ${r.errors.map((e) => `${e.path}: ${e.message}`).join("; ")}`)
+      }
+      if (summary.rejections.length > 10) yield* Console.log(`  … and ${summary.rejections.length - 10} more rejected`)
+      for (const f of [...new Set(summary.failures)].slice(0, 5)) yield* Console.log(`  request failed: ${f}`)
+      if (summary.failed > 0 || summary.rejected > 0) {
+        return yield* new UsageError({ message: summary.failed > 0 ? "some requests failed" : "some events were rejected" })
+      }
+    })
+).pipe(Command.withDescription("post an NDJSON file of events to a gateway, with progress and a summary"))
+
+const renderExplain = (x: Explain.Explanation): string => {
+  const lines = [
+    `${x.event_id}  ${x.event}  at ${x.timestamp}`,
+    `  received ${x.received_at}  position ${x.position}  dedup key ${x.dedup_key}  person ${x.person_key}` +
+      (x.duplicate_of ? `  duplicate of ${x.duplicate_of}` : "") + (x.routable ? "" : "  (not routable)")
+  ]
+  if (x.destinations.length === 0) lines.push("  no destinations configured")
+  for (const d of x.destinations) {
+    lines.push(`  ${d.destination}: ${d.status.toUpperCase()}${d.reason ? ` — ${d.reason}` : ""}`)
+    for (const a of d.attempts) {
+      lines.push(
+        `    #${a.attempt} ${a.outcome}${a.status !== null ? ` HTTP ${a.status}` : ""}${a.durationMs !== null ? ` ${a.durationMs} ms` : ""}` +
+          ` ${a.at}${a.reason ? `  ${a.reason}` : ""}`
+      )
+      if (a.response) lines.push(`       response: ${a.response.slice(0, 300)}`)
+    }
+    if (d.payload !== null) lines.push(`    payload: ${JSON.stringify(d.payload)}`)
+  }
+  return lines.join("\n")
+}
+
+const explain = Command.make(
+  "explain",
+  {
+    eventId: Args.text({ name: "event_id" }),
+    json: Options.boolean("json").pipe(Options.withDescription("print the raw JSON")),
+    url: urlOption,
+    key: keyOption
+  },
+  (o) =>
+    Effect.gen(function*() {
+      const url = yield* gatewayUrl(o.url)
+      const key = yield* apiKey(o.key, "admin")
+      const res = yield* Effect.tryPromise({
+        try: async () => {
+          const r = await fetch(`${url}/v1/events/${encodeURIComponent(o.eventId)}/explain`, {
+            headers: { authorization: `Bearer ${key}` }
+          })
+          return { status: r.status, body: await r.text() }
+        },
+        catch: (e) => new UsageError({ message: `--url: cannot reach ${url}: ${(e as Error).message}` })
+      })
+      if (res.status !== 200) {
+        let message = res.body.slice(0, 300)
+        try {
+          message = (JSON.parse(res.body) as { error: { message: string } }).error.message
+        } catch { /* raw */ }
+        return yield* new UsageError({ message: `gateway answered ${res.status}: ${message}` })
+      }
+      const x = JSON.parse(res.body) as Explain.Explanation
+      yield* Console.log(o.json ? JSON.stringify(x, null, 2) : renderExplain(x))
+    })
+).pipe(Command.withDescription("show what happened to one event at each destination"))
+
+const migrate = Command.make("migrate", {}, () => Serve.migrate).pipe(
+  Command.withDescription("apply database migrations (DATABASE_URL, or PGlite in $TRACKLAYER_DATA_DIR)")
+)
+
+const sandbox = Command.make("sandbox", { config: configOption }, ({ config }) =>
+  Effect.gen(function*() {
+    const resolved = yield* loadConfig(config)
+    const seen = new Set<Destination.DestinationPlugin>()
+    for (const d of resolved.destinations) {
+      if (seen.has(d.plugin) || !d.plugin.sandbox) continue
+      seen.add(d.plugin)
+      const h = yield* d.plugin.sandbox({})
+      yield* Console.log(`${d.plugin.name} sandbox on ${h.url}; settings: ${Object.entries(h.env).map(([k, v]) => `${k}=${v}`).join(" ")}`)
+    }
+    yield* Console.log("sandboxes running; Ctrl-C to stop")
+    return yield* Effect.never
+  }).pipe(Effect.scoped)).pipe(Command.withDescription("run only the plugins' sandboxes (for demos and tests)"))
+
+/** The root command. */
+export const command = Command.make("tracklayer").pipe(
+  Command.withDescription("TrackLayer: server-side conversion event router"),
+  Command.withSubcommands([serve, send, explain, migrate, sandbox])
+)
+
+/** Runs the CLI on argv. */
+export const run = Command.run(command, { name: "tracklayer", version: VERSION })
