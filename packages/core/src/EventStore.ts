@@ -28,6 +28,8 @@ export interface NewEvent {
   readonly partitionKey: number
   readonly personKey: string
   readonly dedupKey: string
+  /** The business key, when the event has one (then it is also the dedup key). */
+  readonly businessKey?: string
   readonly event: CanonicalEvent
 }
 
@@ -84,7 +86,8 @@ const fromRow = (r: Row): StoredEvent => ({
 export class EventStore extends Context.Tag("@tracklayer/core/EventStore")<EventStore, {
   /**
    * Appends in one transaction. Returns the event ids that were new; the others were already stored
-   * (idempotency by `event_id`, enforced by a unique index, safe under concurrency).
+   * (idempotency by `event_id`, enforced by a unique index, safe under concurrency). An event whose business key
+   * was claimed by another event is stored with `duplicateOf` set to that event's id.
    */
   readonly append: (events: ReadonlyArray<NewEvent>) => Effect.Effect<ReadonlySet<string>, SqlError.SqlError>
   /** Reads up to `limit` events after `cursor`, in log order, never past an in-flight transaction. */
@@ -106,8 +109,30 @@ const cols = `tx::text AS tx, position::text AS position, event_id, event_name, 
 export const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
 
+  /** Claims business keys; returns key → the event id that owns it (this event's own id when it is first). */
+  const claimKeys = (events: ReadonlyArray<NewEvent>) =>
+    Effect.gen(function*() {
+      const claims = events.filter((e) => e.businessKey !== undefined)
+      if (claims.length === 0) return new Map<string, string>()
+      // Claims in the same batch: the first event wins, as it would across batches.
+      const first = new Map<string, string>()
+      for (const e of claims) if (!first.has(e.businessKey!)) first.set(e.businessKey!, e.eventId)
+      yield* sql`INSERT INTO tl_business_keys ${
+        // Sorted, so concurrent batches lock keys in the same order and cannot deadlock on them.
+        sql.insert([...first].sort(([a], [b]) => (a < b ? -1 : 1)).map(([business_key, event_id]) => ({ business_key, event_id })))
+      } ON CONFLICT (business_key) DO NOTHING`
+      const owners = yield* sql<{ business_key: string; event_id: string }>`
+        SELECT business_key, event_id FROM tl_business_keys WHERE business_key IN ${sql.in([...first.keys()])}`
+      return new Map(owners.map((o) => [o.business_key, o.event_id]))
+    })
+
   const append = Effect.fn("EventStore.append")(function*(events: ReadonlyArray<NewEvent>) {
     if (events.length === 0) return new Set<string>()
+    return yield* sql.withTransaction(appendInTx(events))
+  })
+
+  const appendInTx = (events: ReadonlyArray<NewEvent>) => Effect.gen(function*() {
+    const owners = yield* claimKeys(events)
     const rows = events.map((e) => ({
       kind: "track",
       event_id: e.eventId,
@@ -116,6 +141,9 @@ export const make = Effect.gen(function*() {
       partition_key: e.partitionKey,
       person_key: e.personKey,
       dedup_key: e.dedupKey,
+      duplicate_of: e.businessKey !== undefined && owners.get(e.businessKey) !== e.eventId
+        ? owners.get(e.businessKey) ?? null
+        : null,
       occurred_at: new Date(e.event.timestamp),
       contract_version: CONTRACT_VERSION,
       body: JSON.stringify(e.event)

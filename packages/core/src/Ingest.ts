@@ -67,6 +67,7 @@ export const make = Effect.gen(function*() {
       personKey,
       partitionKey: partitionKeyOf(personKey),
       dedupKey: businessKey ?? event.event_id,
+      ...(businessKey !== undefined ? { businessKey } : {}),
       event
     }
   }

@@ -81,6 +81,14 @@ const m0001 = Effect.gen(function*() {
     PRIMARY KEY (destination, position)
   )`
   yield* sql`CREATE INDEX tl_retry_queue_due ON tl_retry_queue (destination, next_attempt_at)`
+
+  // Business keys (e.g. a purchase's order_id): the first event that claimed each key. A later report of the same
+  // key is stored with duplicate_of set, and is never delivered twice. A unique key, so safe under concurrency.
+  yield* sql`CREATE TABLE tl_business_keys (
+    business_key text PRIMARY KEY,
+    event_id text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+  )`
 })
 
 /** Migration id_name → effect, in order. */

@@ -1,0 +1,105 @@
+/**
+ * End-to-end harness: the real gateway (HTTP server, store, delivery) in this process on a free port, with the
+ * Amplitude sandbox as its destination. The store is PGlite, or PostgreSQL in a private schema when DATABASE_URL
+ * is set. Everything is released by `close()`.
+ */
+import { NodeHttpClient } from "@effect/platform-node"
+import { Amplitude, AmplitudeSandbox } from "@tracklayer/plugin-amplitude"
+import { type Destination, TrackLayerConfig, Vocabulary } from "@tracklayer/core"
+import { Keys, Server } from "@tracklayer/server"
+import { TestStore } from "@tracklayer/testkit"
+import { Config, Deferred, Effect, Exit, Layer, Scope } from "effect"
+
+export const WRITE_KEY = "tl_test_write_key_0123456789"
+export const ADMIN_KEY = "tl_test_admin_key_0123456789"
+
+export interface Harness {
+  readonly url: string
+  readonly sandbox: AmplitudeSandbox.Sandbox
+  readonly sandboxEvents: () => Promise<ReadonlyArray<AmplitudeSandbox.StoredEvent>>
+  readonly sandboxStats: () => Promise<AmplitudeSandbox.Stats>
+  readonly post: (body: unknown, init?: { key?: string; raw?: string; headers?: Record<string, string> }) => Promise<{ status: number; json: any; headers: Headers }>
+  readonly explain: (eventId: string) => Promise<{ status: number; json: any }>
+  readonly close: () => Promise<void>
+}
+
+export interface HarnessOptions {
+  readonly config?: Partial<TrackLayerConfig.TrackLayerConfigInput>
+  readonly amplitude?: Partial<Parameters<typeof Amplitude.destination>[0]>
+  readonly throttle?: boolean
+}
+
+const run = <A, E>(eff: Effect.Effect<A, E, never>) => Effect.runPromise(eff)
+
+export const startHarness = async (options: HarnessOptions = {}): Promise<Harness> => {
+  const scope = await run(Scope.make())
+  try {
+    const sandbox = await run(Scope.extend(AmplitudeSandbox.start({ port: 0, throttle: options.throttle ?? false }), scope))
+    const destination: Destination.DestinationInstance = Amplitude.destination({
+      id: "amplitude",
+      settings: Config.succeed({ apiKey: sandbox.apiKey, endpoint: sandbox.endpoint }),
+      startFrom: "beginning",
+      ...options.amplitude
+    })
+    const resolved = TrackLayerConfig.resolve({
+      vocabulary: Vocabulary.canonical,
+      destinations: [destination],
+      delivery: { pollInterval: "50 millis", initialBackoff: "200 millis", maxBackoff: "2 seconds" },
+      ...options.config
+    })
+    if (resolved instanceof TrackLayerConfig.ConfigError) throw new Error(resolved.message)
+    const ready = await run(Deferred.make<string>())
+    const layer = Server.layer({
+      config: resolved,
+      listen: { port: 0, host: "127.0.0.1" },
+      keys: Keys.layer([WRITE_KEY], ADMIN_KEY),
+      store: TestStore.layer as never,
+      onListening: (url) => Deferred.succeed(ready, url).pipe(Effect.asVoid)
+    })
+    await run(Scope.extend(Layer.buildWithScope(layer, scope), scope) as Effect.Effect<unknown, unknown, never>)
+    const url = await run(Deferred.await(ready))
+    const withClient = <A>(eff: Effect.Effect<A, never, import("@effect/platform").HttpClient.HttpClient>) =>
+      run(Effect.provide(eff, NodeHttpClient.layerUndici))
+    return {
+      url,
+      sandbox,
+      sandboxEvents: () => withClient(sandbox.client.events()),
+      sandboxStats: () => withClient(sandbox.client.stats()),
+      post: async (body, init = {}) => {
+        const res = await fetch(`${url}/v1/events`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: `Bearer ${init.key ?? WRITE_KEY}`, ...init.headers },
+          body: init.raw ?? JSON.stringify(body)
+        })
+        const text = await res.text()
+        let json: unknown = undefined
+        try {
+          json = JSON.parse(text)
+        } catch {
+          json = text
+        }
+        return { status: res.status, json, headers: res.headers }
+      },
+      explain: async (eventId) => {
+        const res = await fetch(`${url}/v1/events/${encodeURIComponent(eventId)}/explain`, {
+          headers: { authorization: `Bearer ${ADMIN_KEY}` }
+        })
+        return { status: res.status, json: await res.json() }
+      },
+      close: () => run(Scope.close(scope, Exit.void))
+    }
+  } catch (e) {
+    await run(Scope.close(scope, Exit.void))
+    throw e
+  }
+}
+
+/** Polls `check` until it returns true or `timeoutMs` passes; returns the last value of `probe` for messages. */
+export const waitFor = async (check: () => Promise<boolean>, timeoutMs: number, intervalMs = 100): Promise<boolean> => {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await check()) return true
+    await new Promise((r) => setTimeout(r, intervalMs))
+  }
+  return check()
+}
