@@ -36,10 +36,13 @@ describe("gateway end to end", () => {
 
     // The dedup key of each event: the order id for purchases, the period for renewals, else the event id.
     const keyOf = (e: Record<string, any>) =>
-      e.event === "purchase" ? e.properties.order_id
-      : e.event === "refund" ? `refund:${e.properties.order_id}`
-      : e.event === "subscription_renewed" ? `subscription_renewed:${e.properties.subscription_id}:${e.properties.period}`
-      : e.event_id
+      e.event === "purchase" ?
+        e.properties.order_id
+        : e.event === "refund" ?
+        `refund:${e.properties.order_id}`
+        : e.event === "subscription_renewed" ?
+        `subscription_renewed:${e.properties.subscription_id}:${e.properties.period}`
+        : e.event_id
     const expected = new Set(events.map(keyOf))
     const repeats = events.length - expected.size
     expect(repeats).toBeGreaterThan(0) // the generator repeats some orders; those must not be delivered twice
@@ -54,7 +57,9 @@ describe("gateway end to end", () => {
     expect(new Set(stored.map((s) => s.insert_id))).toEqual(expected)
 
     // Field mapping, checked on a purchase and on an event with an experiment.
-    const purchase = events.find((e) => e.event === "purchase" && typeof e.properties.value === "number" && e.properties.quantity === undefined)!
+    const purchase = events.find((e) =>
+      e.event === "purchase" && typeof e.properties.value === "number" && e.properties.quantity === undefined
+    )!
     const sent = stored.find((s) => s.insert_id === purchase.properties.order_id)!.event as Record<string, any>
     expect(sent.event_type).toBe("purchase")
     expect(sent.user_id).toBe(purchase.user_id)
@@ -70,13 +75,19 @@ describe("gateway end to end", () => {
 
     // A repeated order report is stored and explained as a duplicate of the other report, not delivered.
     const byOrder = new Map<string, Array<string>>()
-    for (const e of events) if (e.event === "purchase") byOrder.set(keyOf(e), [...(byOrder.get(keyOf(e)) ?? []), e.event_id])
+    for (const e of events) {
+      if (e.event === "purchase") byOrder.set(keyOf(e), [...(byOrder.get(keyOf(e)) ?? []), e.event_id])
+    }
     const [a, b] = [...byOrder.values()].find((ids) => ids.length === 2)!
     const [xa, xb] = [(await h.explain(a!)).json, (await h.explain(b!)).json]
     const [dup, orig] = xa.duplicate_of !== null ? [xa, xb] : [xb, xa]
     expect(orig.duplicate_of).toBe(null)
     expect(dup.duplicate_of).toBe(orig.event_id)
-    expect(dup.destinations[0]).toMatchObject({ destination: "amplitude", status: "dropped", reason: `duplicate: duplicate of ${orig.event_id}` })
+    expect(dup.destinations[0]).toMatchObject({
+      destination: "amplitude",
+      status: "dropped",
+      reason: `duplicate: duplicate of ${orig.event_id}`
+    })
     expect(orig.destinations[0].status).toBe("accepted")
   }, 180_000)
 
@@ -87,7 +98,12 @@ describe("gateway end to end", () => {
     const firstStatuses = first.json.results.map((r: any) => r.status)
     expect(firstStatuses).toEqual(events.map(() => "accepted"))
     const ids = new Set(events.map((e) => e.event_id))
-    await waitFor(async () => (await h.sandboxEvents()).filter((s) => ids.has(String(s.event["insert_id"])) || s.insert_id === null).length > 0, 10_000)
+    await waitFor(
+      async () =>
+        (await h.sandboxEvents()).filter((s) => ids.has(String(s.event["insert_id"])) || s.insert_id === null).length >
+          0,
+      10_000
+    )
     const second = await h.post({ events })
     expect(second.status).toBe(200)
     expect(second.json.results).toEqual(events.map((e) => ({ event_id: e.event_id, status: "duplicate" })))
@@ -103,7 +119,7 @@ describe("gateway end to end", () => {
   it("rejects bad input with the documented errors and stores nothing invalid", async () => {
     const good = { event_id: "bad_ok_1", event: "sign_up", timestamp: new Date().toISOString(), user_id: "usr_ok_1" }
 
-    const malformed = await h.post(undefined, { raw: '{"events": [' })
+    const malformed = await h.post(undefined, { raw: "{\"events\": [" })
     expect(malformed.status).toBe(400)
     expect(malformed.json.error.code).toBe("malformed_json")
 
@@ -117,11 +133,15 @@ describe("gateway end to end", () => {
     expect(wrongKey.status).toBe(401)
     expect(wrongKey.json.error.message).toBe("unknown write key")
 
-    const tooMany = await h.post({ events: Array.from({ length: 501 }, (_, i) => ({ ...good, event_id: `many_${i}` })) })
+    const tooMany = await h.post({
+      events: Array.from({ length: 501 }, (_, i) => ({ ...good, event_id: `many_${i}` }))
+    })
     expect(tooMany.status).toBe(413)
     expect(tooMany.json.error.message).toBe("501 events in one request; the limit is 500")
 
-    const big = await h.post({ events: [{ ...good, event_id: "big_1", properties: { blob: "x".repeat(1024 * 1024) } }] })
+    const big = await h.post({
+      events: [{ ...good, event_id: "big_1", properties: { blob: "x".repeat(1024 * 1024) } }]
+    })
     expect(big.status).toBe(413)
     expect(big.json.error.code).toBe("payload_too_large")
 
@@ -133,7 +153,12 @@ describe("gateway end to end", () => {
         { ...good, event_id: "bad_ts", timestamp: "yesterday" },
         { ...good, event_id: "bad_ts_future", timestamp: "2999-01-01T00:00:00Z" },
         { ...good, event_id: "bad_name", event: "signup" },
-        { ...good, event_id: "bad_value", event: "purchase", properties: { value: "12,50", currency: "EUR", order_id: "o1" } }
+        {
+          ...good,
+          event_id: "bad_value",
+          event: "purchase",
+          properties: { value: "12,50", currency: "EUR", order_id: "o1" }
+        }
       ]
     })
     expect(mixed.status).toBe(200)
@@ -155,40 +180,74 @@ describe("gateway end to end", () => {
       "\"signup\" is not in the vocabulary; allowed: purchase, qualified_lead, refund, sign_up, start_trial, subscription_renewed, view_pricing"
     )
     expect(r[6].errors[0].path).toBe("properties.value")
-    for (const id of ["bad_unknown_field", "bad_no_id", "bad_ts", "bad_ts_future", "bad_name", "bad_value", "many_0", "big_1"]) {
+    for (
+      const id of [
+        "bad_unknown_field",
+        "bad_no_id",
+        "bad_ts",
+        "bad_ts_future",
+        "bad_name",
+        "bad_value",
+        "many_0",
+        "big_1"
+      ]
+    ) {
       expect((await h.explain(id)).status).toBe(404)
     }
     expect((await h.explain("bad_ok_1")).status).toBe(200)
   }, 60_000)
 
-  it("delivers the shared fixture journeys: the repeated order is dropped as a duplicate, money is normalised", async () => {
-    const rebased = Generator.rebaseTime(fixture as Array<{ timestamp: string }>, Date.now()) as Array<Record<string, any>>
-    const res = await h.post({ events: rebased })
-    expect(res.status).toBe(200)
-    expect(res.json.results.every((r: any) => r.status === "accepted")).toBe(true)
-    await waitFor(async () => (await h.explain("evt_0201")).json.destinations[0].status === "accepted", 20_000)
-    const dup = await h.explain("evt_0005")
-    expect(dup.json.duplicate_of).toBe("evt_0004")
-    expect(dup.json.destinations[0]).toMatchObject({ destination: "amplitude", status: "dropped", reason: "duplicate: duplicate of evt_0004" })
-    const stored = await h.sandboxEvents()
-    const p1 = stored.filter((s) => s.insert_id === "ord_1001")
-    expect(p1.length).toBe(1)
-    expect(p1[0]!.event).toMatchObject({ event_type: "purchase", user_id: "usr_8421", revenue: 129, price: 129, quantity: 1 })
-    const p2 = stored.find((s) => s.insert_id === "ord_2002")!.event as Record<string, any>
-    expect(p2.revenue).toBe(49.9)
-    expect(p2.event_properties.currency).toBe("EUR")
-    const trial = stored.find((s) => s.insert_id === "evt_0003")!.event as Record<string, any>
-    expect(trial.event_properties).toMatchObject({ experiment_key: "onboarding_flow", variant: "guided", trial_plan: "pro", trial_days: 14 })
-    const renewal = stored.find((s) => s.insert_id === "subscription_renewed:sub_77:2026-04")!
-    expect(renewal.event["event_type"]).toBe("subscription_renewed")
-  }, 60_000)
+  it(
+    "delivers the shared fixture journeys: the repeated order is dropped as a duplicate, money is normalised",
+    async () => {
+      const rebased = Generator.rebaseTime(fixture as Array<{ timestamp: string }>, Date.now()) as Array<
+        Record<string, any>
+      >
+      const res = await h.post({ events: rebased })
+      expect(res.status).toBe(200)
+      expect(res.json.results.every((r: any) => r.status === "accepted")).toBe(true)
+      await waitFor(async () => (await h.explain("evt_0201")).json.destinations[0].status === "accepted", 20_000)
+      const dup = await h.explain("evt_0005")
+      expect(dup.json.duplicate_of).toBe("evt_0004")
+      expect(dup.json.destinations[0]).toMatchObject({
+        destination: "amplitude",
+        status: "dropped",
+        reason: "duplicate: duplicate of evt_0004"
+      })
+      const stored = await h.sandboxEvents()
+      const p1 = stored.filter((s) => s.insert_id === "ord_1001")
+      expect(p1.length).toBe(1)
+      expect(p1[0]!.event).toMatchObject({
+        event_type: "purchase",
+        user_id: "usr_8421",
+        revenue: 129,
+        price: 129,
+        quantity: 1
+      })
+      const p2 = stored.find((s) => s.insert_id === "ord_2002")!.event as Record<string, any>
+      expect(p2.revenue).toBe(49.9)
+      expect(p2.event_properties.currency).toBe("EUR")
+      const trial = stored.find((s) => s.insert_id === "evt_0003")!.event as Record<string, any>
+      expect(trial.event_properties).toMatchObject({
+        experiment_key: "onboarding_flow",
+        variant: "guided",
+        trial_plan: "pro",
+        trial_days: 14
+      })
+      const renewal = stored.find((s) => s.insert_id === "subscription_renewed:sub_77:2026-04")!
+      expect(renewal.event["event_type"]).toBe("subscription_renewed")
+    },
+    60_000
+  )
 })
 
 describe("unknownEvents: store", () => {
   it("stores a name outside the vocabulary and explains that it is not routed", async () => {
     const h = await startHarness({ config: { unknownEvents: "store" } })
     try {
-      const res = await h.post({ events: [{ event_id: "u_1", event: "page_view", timestamp: new Date().toISOString(), device_id: "dev_12345" }] })
+      const res = await h.post({
+        events: [{ event_id: "u_1", event: "page_view", timestamp: new Date().toISOString(), device_id: "dev_12345" }]
+      })
       expect(res.json.results).toEqual([{ event_id: "u_1", status: "accepted" }])
       await waitFor(async () => (await h.explain("u_1")).json.destinations[0].status !== "pending", 10_000)
       const x = await h.explain("u_1")

@@ -4,8 +4,8 @@
  * is set. Everything is released by `close()`.
  */
 import { NodeHttpClient } from "@effect/platform-node"
-import { Amplitude, AmplitudeSandbox } from "@tracklayer/plugin-amplitude"
 import { type Destination, TrackLayerConfig, Vocabulary } from "@tracklayer/core"
+import { Amplitude, AmplitudeSandbox } from "@tracklayer/plugin-amplitude"
 import { Keys, Server } from "@tracklayer/server"
 import { TestStore } from "@tracklayer/testkit"
 import { Config, Deferred, Effect, Exit, Layer, Scope } from "effect"
@@ -18,7 +18,10 @@ export interface Harness {
   readonly sandbox: AmplitudeSandbox.Sandbox
   readonly sandboxEvents: () => Promise<ReadonlyArray<AmplitudeSandbox.StoredEvent>>
   readonly sandboxStats: () => Promise<AmplitudeSandbox.Stats>
-  readonly post: (body: unknown, init?: { key?: string; raw?: string; headers?: Record<string, string> }) => Promise<{ status: number; json: any; headers: Headers }>
+  readonly post: (
+    body: unknown,
+    init?: { key?: string; raw?: string; headers?: Record<string, string> }
+  ) => Promise<{ status: number; json: any; headers: Headers }>
   readonly explain: (eventId: string) => Promise<{ status: number; json: any }>
   readonly close: () => Promise<void>
 }
@@ -34,7 +37,9 @@ const run = <A, E>(eff: Effect.Effect<A, E, never>) => Effect.runPromise(eff)
 export const startHarness = async (options: HarnessOptions = {}): Promise<Harness> => {
   const scope = await run(Scope.make())
   try {
-    const sandbox = await run(Scope.extend(AmplitudeSandbox.start({ port: 0, throttle: options.throttle ?? false }), scope))
+    const sandbox = await run(
+      Scope.extend(AmplitudeSandbox.start({ port: 0, throttle: options.throttle ?? false }), scope)
+    )
     const destination: Destination.DestinationInstance = Amplitude.destination({
       id: "amplitude",
       settings: Config.succeed({ apiKey: sandbox.apiKey, endpoint: sandbox.endpoint }),
@@ -68,7 +73,11 @@ export const startHarness = async (options: HarnessOptions = {}): Promise<Harnes
       post: async (body, init = {}) => {
         const res = await fetch(`${url}/v1/events`, {
           method: "POST",
-          headers: { "content-type": "application/json", authorization: `Bearer ${init.key ?? WRITE_KEY}`, ...init.headers },
+          headers: {
+            "content-type": "application/json",
+            authorization: `Bearer ${init.key ?? WRITE_KEY}`,
+            ...init.headers
+          },
           body: init.raw ?? JSON.stringify(body)
         })
         const text = await res.text()

@@ -37,8 +37,11 @@ const loadConfig = (given: Option.Option<string>) =>
 const gatewayUrl = (flag: Option.Option<string>) =>
   Effect.gen(function*() {
     const env = yield* Config.option(Config.string("TRACKLAYER_URL"))
-    const url = Option.getOrUndefined(Option.orElse(flag, () => env)) ?? LocalState.read(cwd)?.url ?? "http://127.0.0.1:8787"
-    if (!/^https?:\/\/[^\s]+$/.test(url)) return yield* new UsageError({ message: `--url: "${url}" is not an http(s) URL` })
+    const url = Option.getOrUndefined(Option.orElse(flag, () => env)) ?? LocalState.read(cwd)?.url ??
+      "http://127.0.0.1:8787"
+    if (!/^https?:\/\/[^\s]+$/.test(url)) {
+      return yield* new UsageError({ message: `--url: "${url}" is not an http(s) URL` })
+    }
     return url.replace(/\/+$/, "")
   })
 
@@ -62,7 +65,10 @@ const serve = Command.make(
     sandbox: Options.boolean("sandbox").pipe(
       Options.withDescription("start each plugin's local sandbox and deliver there (no credentials needed)")
     ),
-    port: Options.integer("port").pipe(Options.withDescription("port (default: $TRACKLAYER_PORT or 8787)"), Options.optional),
+    port: Options.integer("port").pipe(
+      Options.withDescription("port (default: $TRACKLAYER_PORT or 8787)"),
+      Options.optional
+    ),
     config: configOption
   },
   ({ config, port, sandbox }) =>
@@ -78,12 +84,20 @@ const serve = Command.make(
 const send = Command.make(
   "send",
   {
-    file: Args.file({ name: "file.ndjson", exists: "yes" }).pipe(Args.withDescription("canonical events, one JSON object per line")),
+    file: Args.file({ name: "file.ndjson", exists: "yes" }).pipe(
+      Args.withDescription("canonical events, one JSON object per line")
+    ),
     rebaseTime: Options.boolean("rebase-time").pipe(
       Options.withDescription("shift timestamps so the latest is an hour ago, keeping the gaps")
     ),
-    batchSize: Options.integer("batch-size").pipe(Options.withDefault(500), Options.withDescription("events per request (1-500)")),
-    concurrency: Options.integer("concurrency").pipe(Options.withDefault(4), Options.withDescription("requests in flight")),
+    batchSize: Options.integer("batch-size").pipe(
+      Options.withDefault(500),
+      Options.withDescription("events per request (1-500)")
+    ),
+    concurrency: Options.integer("concurrency").pipe(
+      Options.withDefault(4),
+      Options.withDescription("requests in flight")
+    ),
     url: urlOption,
     key: keyOption
   },
@@ -117,12 +131,16 @@ const send = Command.make(
           (summary.failed ? `, ${summary.failed} not delivered (request failed)` : "")
       )
       for (const r of summary.rejections.slice(0, 10)) {
-        yield* Console.log(`  rejected ${r.event_id ?? "(no event_id)"}: ${r.errors.map((e) => `${e.path}: ${e.message}`).join("; ")}`)
+        yield* Console.log(
+          `  rejected ${r.event_id ?? "(no event_id)"}: ${r.errors.map((e) => `${e.path}: ${e.message}`).join("; ")}`
+        )
       }
       if (summary.rejections.length > 10) yield* Console.log(`  … and ${summary.rejections.length - 10} more rejected`)
       for (const f of [...new Set(summary.failures)].slice(0, 5)) yield* Console.log(`  request failed: ${f}`)
       if (summary.failed > 0 || summary.rejected > 0) {
-        return yield* new UsageError({ message: summary.failed > 0 ? "some requests failed" : "some events were rejected" })
+        return yield* new UsageError({
+          message: summary.failed > 0 ? "some requests failed" : "some events were rejected"
+        })
       }
     })
 ).pipe(Command.withDescription("post an NDJSON file of events to a gateway, with progress and a summary"))
@@ -131,14 +149,16 @@ const renderExplain = (x: Explain.Explanation): string => {
   const lines = [
     `${x.event_id}  ${x.event}  at ${x.timestamp}`,
     `  received ${x.received_at}  position ${x.position}  dedup key ${x.dedup_key}  person ${x.person_key}` +
-      (x.duplicate_of ? `  duplicate of ${x.duplicate_of}` : "") + (x.routable ? "" : "  (not routable)")
+    (x.duplicate_of ? `  duplicate of ${x.duplicate_of}` : "") + (x.routable ? "" : "  (not routable)")
   ]
   if (x.destinations.length === 0) lines.push("  no destinations configured")
   for (const d of x.destinations) {
     lines.push(`  ${d.destination}: ${d.status.toUpperCase()}${d.reason ? ` — ${d.reason}` : ""}`)
     for (const a of d.attempts) {
       lines.push(
-        `    #${a.attempt} ${a.outcome}${a.status !== null ? ` HTTP ${a.status}` : ""}${a.durationMs !== null ? ` ${a.durationMs} ms` : ""}` +
+        `    #${a.attempt} ${a.outcome}${a.status !== null ? ` HTTP ${a.status}` : ""}${
+          a.durationMs !== null ? ` ${a.durationMs} ms` : ""
+        }` +
           ` ${a.at}${a.reason ? `  ${a.reason}` : ""}`
       )
       if (a.response) lines.push(`       response: ${a.response.slice(0, 300)}`)
@@ -193,7 +213,11 @@ const sandbox = Command.make("sandbox", { config: configOption }, ({ config }) =
       if (seen.has(d.plugin) || !d.plugin.sandbox) continue
       seen.add(d.plugin)
       const h = yield* d.plugin.sandbox({})
-      yield* Console.log(`${d.plugin.name} sandbox on ${h.url}; settings: ${Object.entries(h.env).map(([k, v]) => `${k}=${v}`).join(" ")}`)
+      yield* Console.log(
+        `${d.plugin.name} sandbox on ${h.url}; settings: ${
+          Object.entries(h.env).map(([k, v]) => `${k}=${v}`).join(" ")
+        }`
+      )
     }
     yield* Console.log("sandboxes running; Ctrl-C to stop")
     return yield* Effect.never

@@ -12,7 +12,12 @@ import { pathToFileURL } from "node:url"
 export class ConfigModuleError extends Data.TaggedError("ConfigModuleError")<{ readonly message: string }> {}
 
 /** Candidate file names, in order, when `--config` is not given. */
-export const DEFAULT_NAMES = ["tracklayer.config.ts", "tracklayer.config.mts", "tracklayer.config.mjs", "tracklayer.config.js"]
+export const DEFAULT_NAMES = [
+  "tracklayer.config.ts",
+  "tracklayer.config.mts",
+  "tracklayer.config.mjs",
+  "tracklayer.config.js"
+]
 
 /** Finds the config file: the given path, or the first default name in `cwd`. */
 export const locate = (given: string | undefined, cwd: string): string | undefined => {
@@ -25,7 +30,9 @@ export const load = (file: string | undefined) =>
   Effect.gen(function*() {
     if (file === undefined) {
       return yield* new ConfigModuleError({
-        message: `no config module found: create tracklayer.config.ts (or pass --config <file>); looked for ${DEFAULT_NAMES.join(", ")}`
+        message: `no config module found: create tracklayer.config.ts (or pass --config <file>); looked for ${
+          DEFAULT_NAMES.join(", ")
+        }`
       })
     }
     if (!fs.existsSync(file)) return yield* new ConfigModuleError({ message: `--config: ${file} does not exist` })
@@ -37,12 +44,15 @@ export const load = (file: string | undefined) =>
         }
         return (await import(pathToFileURL(file).href)) as { default?: unknown }
       },
-      catch: (e) => new ConfigModuleError({ message: `cannot load ${file}: ${e instanceof Error ? e.message : String(e)}` })
+      catch: (e) =>
+        new ConfigModuleError({ message: `cannot load ${file}: ${e instanceof Error ? e.message : String(e)}` })
     })
     // tsx may wrap a CommonJS-style default export once more.
     const exported = (mod.default as { default?: unknown } | undefined)?.default ?? mod.default
     if (exported === undefined) {
-      return yield* new ConfigModuleError({ message: `${file} has no default export; export default defineConfig({...})` })
+      return yield* new ConfigModuleError({
+        message: `${file} has no default export; export default defineConfig({...})`
+      })
     }
     const resolved = TrackLayerConfig.resolve(exported)
     if (resolved instanceof TrackLayerConfig.ConfigError) {

@@ -17,7 +17,9 @@ export interface SendSummary {
   readonly duplicate: number
   readonly rejected: number
   readonly failed: number
-  readonly rejections: ReadonlyArray<{ readonly event_id: string | null; readonly errors: ReadonlyArray<Contract.FieldError> }>
+  readonly rejections: ReadonlyArray<
+    { readonly event_id: string | null; readonly errors: ReadonlyArray<Contract.FieldError> }
+  >
   readonly failures: ReadonlyArray<string>
   readonly seconds: number
 }
@@ -43,7 +45,8 @@ export const rebase = (events: ReadonlyArray<unknown>, now: number): Array<unkno
   type T = { readonly timestamp: string | number }
   const readable = (e: unknown): e is T =>
     typeof e === "object" && e !== null &&
-    (typeof (e as T).timestamp === "number" || (typeof (e as T).timestamp === "string" && !Number.isNaN(Date.parse((e as { timestamp: string }).timestamp))))
+    (typeof (e as T).timestamp === "number" ||
+      (typeof (e as T).timestamp === "string" && !Number.isNaN(Date.parse((e as { timestamp: string }).timestamp))))
   const idx = events.map((e, i) => (readable(e) ? i : -1)).filter((i) => i >= 0)
   const shifted = Generator.rebaseTime(idx.map((i) => events[i] as T), now)
   const out = [...events]
@@ -110,7 +113,8 @@ const postBatch = (url: string, key: string, events: ReadonlyArray<unknown>) =>
       schedule: Schedule.exponential(Duration.millis(250)).pipe(Schedule.intersect(Schedule.recurs(5)))
     }),
     Effect.timeout(Duration.minutes(2)),
-    Effect.catchTag("TimeoutException", () => Effect.fail(new SendError({ message: `no answer from ${url} within 2 minutes` }))),
+    Effect.catchTag("TimeoutException", () =>
+      Effect.fail(new SendError({ message: `no answer from ${url} within 2 minutes` }))),
     Effect.mapError((e) => (e._tag === "Transient" ? new SendError({ message: e.message }) : e))
   )
 
@@ -125,7 +129,10 @@ export const send = (options: {
   readonly progress: (line: string, final: boolean) => void
 }) =>
   Effect.gen(function*() {
-    if (!Number.isInteger(options.batchSize) || options.batchSize < 1 || options.batchSize > Contract.MAX_EVENTS_PER_REQUEST) {
+    if (
+      !Number.isInteger(options.batchSize) || options.batchSize < 1 ||
+      options.batchSize > Contract.MAX_EVENTS_PER_REQUEST
+    ) {
       return yield* new SendError({ message: `--batch-size must be between 1 and ${Contract.MAX_EVENTS_PER_REQUEST}` })
     }
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1 || options.concurrency > 64) {
@@ -149,7 +156,9 @@ export const send = (options: {
           const rate = secs > 0 ? Math.round(t.done / secs) : 0
           options.progress(
             `${bar(t.done, events.length)} ${t.done}/${events.length} events  ${rate}/s  ` +
-              `accepted ${t.accepted}  duplicate ${t.duplicate}  rejected ${t.rejected}${t.failed ? `  failed ${t.failed}` : ""}`,
+              `accepted ${t.accepted}  duplicate ${t.duplicate}  rejected ${t.rejected}${
+                t.failed ? `  failed ${t.failed}` : ""
+              }`,
             final
           )
         }))
@@ -170,7 +179,9 @@ export const send = (options: {
           ),
           Effect.catchAll((e) =>
             Effect.sync(() => failures.push(e.message)).pipe(
-              Effect.zipRight(Ref.update(totals, (t) => ({ ...t, done: t.done + batch.length, failed: t.failed + batch.length })))
+              Effect.zipRight(
+                Ref.update(totals, (t) => ({ ...t, done: t.done + batch.length, failed: t.failed + batch.length }))
+              )
             )
           ),
           Effect.zipRight(draw(false))

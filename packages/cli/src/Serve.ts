@@ -35,9 +35,11 @@ export const serve = (options: {
         listen,
         keys: Keys.layerConfig,
         onListening: (url, store) =>
-          Effect.logInfo(`TrackLayer gateway listening on ${url} (store: ${storeLine(store)}; destinations: ${
-            options.config.destinations.map((d) => d.id).join(", ") || "none"
-          })`)
+          Effect.logInfo(
+            `TrackLayer gateway listening on ${url} (store: ${storeLine(store)}; destinations: ${
+              options.config.destinations.map((d) => d.id).join(", ") || "none"
+            })`
+          )
       })
       return yield* Layer.launch(gateway)
     }
@@ -50,7 +52,9 @@ export const serve = (options: {
     }
     const overlay = new Map<string, string>()
     for (const h of started.values()) for (const [k, v] of Object.entries(h.env)) overlay.set(k, v)
-    const provider = ConfigProvider.fromMap(overlay, { pathDelim: "_" }).pipe(ConfigProvider.orElse(() => ConfigProvider.fromEnv()))
+    const provider = ConfigProvider.fromMap(overlay, { pathDelim: "_" }).pipe(
+      ConfigProvider.orElse(() => ConfigProvider.fromEnv())
+    )
 
     const envKeys = yield* Config.option(Keys.KeysConfig)
     const generated = LocalState.sandboxKeys(options.cwd)
@@ -71,9 +75,20 @@ export const serve = (options: {
           for (const d of options.config.destinations) {
             const h = started.get(d.plugin)
             if (h) sandboxes[d.id] = h.url
-            lines.push(`    ${d.id.padEnd(14)} → ${h ? `sandbox ${h.url}  (inspect: ${h.url}/__sandbox/events)` : "no sandbox: real endpoint"}`)
+            lines.push(
+              `    ${d.id.padEnd(14)} → ${
+                h ? `sandbox ${h.url}  (inspect: ${h.url}/__sandbox/events)` : "no sandbox: real endpoint"
+              }`
+            )
           }
-          if (!keys.fromEnv) LocalState.write(options.cwd, { url, writeKey: generated.writeKey, adminKey: generated.adminKey, sandboxes })
+          if (!keys.fromEnv) {
+            LocalState.write(options.cwd, {
+              url,
+              writeKey: generated.writeKey,
+              adminKey: generated.adminKey,
+              sandboxes
+            })
+          }
           yield* Console.log([
             "",
             "  TrackLayer gateway — SANDBOX MODE (destinations are local sandboxes; nothing leaves this machine)",

@@ -20,67 +20,138 @@ const opt = <S extends Schema.Schema.All>(s: S) => Schema.optionalWith(s, { exac
 
 const NonEmpty = (max: number) => Schema.String.pipe(Schema.minLength(1), Schema.maxLength(max))
 
+/**
+ * Title and description for the published JSON Schema. Set on the property signature, so they replace the generated
+ * `maxLength(…)` titles there without changing the decoder's error messages.
+ */
+const doc = (title: string, description: string) => ({ title, description })
+
 /** 64 lowercase hex characters: a SHA-256 the producer already computed. */
 export const Sha256Hex = Schema.String.pipe(
   Schema.pattern(/^[0-9a-f]{64}$/),
-  Schema.annotations({ identifier: "Sha256Hex", description: "a SHA-256 digest as 64 lowercase hex characters" })
+  Schema.annotations({
+    identifier: "Sha256Hex",
+    title: "SHA-256 (hex)",
+    description: "a SHA-256 digest as 64 lowercase hex characters"
+  })
 )
 
 /** ISO 8601 with a `Z` or `±hh:mm` offset, or epoch milliseconds. */
 export const TimestampWire = Schema.Union(
   Schema.String.pipe(
     Schema.pattern(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/),
-    Schema.annotations({ description: "ISO 8601 date-time with offset, e.g. 2026-04-24T08:00:00Z" })
+    Schema.annotations({
+      title: "ISO 8601 date-time",
+      description: "ISO 8601 date-time with offset, e.g. 2026-04-24T08:00:00Z"
+    })
   ),
-  Schema.Number.pipe(Schema.int(), Schema.annotations({ description: "epoch milliseconds" }))
+  Schema.Number.pipe(
+    Schema.int(),
+    Schema.annotations({ title: "Epoch milliseconds", description: "epoch milliseconds" })
+  )
 ).annotations({ identifier: "Timestamp" })
 
 /** Personal data about the user; raw values are normalised and hashed per destination. */
 export const UserWire = Schema.Struct({
-  email: opt(NonEmpty(320)),
-  phone: opt(NonEmpty(64)),
-  email_sha256: opt(Sha256Hex),
-  phone_sha256: opt(Sha256Hex),
-  first_name: opt(NonEmpty(256)),
-  last_name: opt(NonEmpty(256)),
-  city: opt(NonEmpty(256)),
-  region: opt(NonEmpty(256)),
-  postal_code: opt(NonEmpty(32)),
-  country: opt(NonEmpty(64)),
-  date_of_birth: opt(NonEmpty(32)),
-  gender: opt(NonEmpty(32))
-}).annotations({ identifier: "User" })
+  email: opt(NonEmpty(320)).annotations(
+    doc("Email", "Raw email address; normalised and hashed per destination. An identifier.")
+  ),
+  phone: opt(NonEmpty(64)).annotations(
+    doc(
+      "Phone",
+      "Raw phone number, ideally E.164 (+4915123456789); normalised and hashed per destination. An identifier."
+    )
+  ),
+  email_sha256: opt(Sha256Hex).annotations(
+    doc("Email SHA-256", "SHA-256 of the trimmed, lower-cased email, if you hash it yourself. An identifier.")
+  ),
+  phone_sha256: opt(Sha256Hex).annotations(
+    doc("Phone SHA-256", "SHA-256 of the phone number's digits with country code (4915123456789). An identifier.")
+  ),
+  first_name: opt(NonEmpty(256)).annotations(doc("First name", "Given name.")),
+  last_name: opt(NonEmpty(256)).annotations(doc("Last name", "Family name.")),
+  city: opt(NonEmpty(256)).annotations(doc("City", "City name.")),
+  region: opt(NonEmpty(256)).annotations(doc("Region", "State or region, code or name (BE, CA).")),
+  postal_code: opt(NonEmpty(32)).annotations(doc("Postal code", "Postal or ZIP code.")),
+  country: opt(NonEmpty(64)).annotations(doc("Country", "Country, ideally an ISO 3166-1 alpha-2 code (DE).")),
+  date_of_birth: opt(NonEmpty(32)).annotations(doc("Date of birth", "Date of birth as YYYY-MM-DD.")),
+  gender: opt(NonEmpty(32)).annotations(doc("Gender", "Gender as the producer records it (f, m, …)."))
+}).annotations({
+  identifier: "User",
+  title: "User",
+  description: "Personal data about the user, sent raw; normalised and hashed per destination."
+})
 
 /** An experiment the user was exposed to; carried through to destinations. */
 export const ExperimentWire = Schema.Struct({
-  experiment_key: NonEmpty(256),
-  variant: NonEmpty(256)
-}).annotations({ identifier: "Experiment" })
+  experiment_key: Schema.propertySignature(NonEmpty(256)).annotations(doc("Experiment key", "The experiment's key.")),
+  variant: Schema.propertySignature(NonEmpty(256)).annotations(doc("Variant", "The variant the user saw."))
+}).annotations({
+  identifier: "Experiment",
+  title: "Experiment",
+  description: "An experiment the user was exposed to."
+})
 
 /** Where the event came from and how it was captured. */
 export const ContextWire = Schema.Struct({
-  source: opt(NonEmpty(64)),
-  ip: opt(NonEmpty(64)),
-  user_agent: opt(NonEmpty(1024)),
-  page_url: opt(NonEmpty(4096)),
-  click_ids: opt(Schema.Record({ key: Schema.String, value: NonEmpty(1024) })),
-  experiments: opt(Schema.Array(ExperimentWire).pipe(Schema.maxItems(50)))
-}).annotations({ identifier: "Context" })
+  source: opt(NonEmpty(64)).annotations(doc("Source", "Where the event was captured: server, web, ios, …")),
+  ip: opt(NonEmpty(64)).annotations(doc("IP address", "The end user's IP address (IPv4 or IPv6).")),
+  user_agent: opt(NonEmpty(1024)).annotations(doc("User agent", "The end user's browser or app user agent.")),
+  page_url: opt(NonEmpty(4096)).annotations(doc("Page URL", "URL of the page where the event happened.")),
+  click_ids: opt(Schema.Record({ key: Schema.String, value: NonEmpty(1024).annotations({ title: "Click ID" }) }))
+    .annotations(doc(
+      "Click IDs",
+      "Click identifiers by name (fbc, fbp, fbclid, gclid, gbraid, wbraid, li_fat_id, ttclid, …); " +
+        "destinations read the ones they know."
+    )),
+  experiments: opt(Schema.Array(ExperimentWire).pipe(Schema.maxItems(50))).annotations(
+    doc("Experiments", "Experiments the user was exposed to (at most 50).")
+  )
+}).annotations({
+  identifier: "Context",
+  title: "Context",
+  description: "Where the event came from and how it was captured."
+})
 
 /** One event exactly as producers send it. */
 export const EventWire = Schema.Struct({
-  event_id: NonEmpty(128).annotations({ description: "the idempotency key, 1–128 characters" }),
-  event: NonEmpty(128).annotations({ description: "a name in the operator's vocabulary" }),
-  timestamp: TimestampWire,
-  user_id: opt(NonEmpty(1024)),
-  device_id: opt(NonEmpty(1024)),
+  event_id: Schema.propertySignature(
+    NonEmpty(128).annotations({ description: "the idempotency key, 1–128 characters" })
+  ).annotations(doc(
+    "Event ID",
+    "Unique id of this event, 1–128 characters: the idempotency key. Resending the same event_id is answered " +
+      "\"duplicate\" and stored once."
+  )),
+  event: Schema.propertySignature(
+    NonEmpty(128).annotations({ description: "a name in the operator's vocabulary" })
+  ).annotations(doc("Event name", "A name in the operator's vocabulary (purchase, sign_up, …).")),
+  timestamp: Schema.propertySignature(TimestampWire).annotations(doc(
+    "Timestamp",
+    "When the event happened: ISO 8601 with offset (Z, +01:00 or +0100) or epoch milliseconds; " +
+      "not before 2000-01-01T00:00:00Z and at most 24 hours in the future."
+  )),
+  user_id: opt(NonEmpty(1024)).annotations(doc("User ID", "Your stable id of the signed-in user. An identifier.")),
+  device_id: opt(NonEmpty(1024)).annotations(
+    doc("Device ID", "Anonymous id of the device or browser. An identifier.")
+  ),
   user: opt(UserWire),
   context: opt(ContextWire),
-  consent: opt(Schema.Record({ key: Schema.String, value: Schema.Boolean })),
-  properties: opt(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
-  user_properties: opt(Schema.Record({ key: Schema.String, value: Schema.Unknown }))
+  consent: opt(Schema.Record({ key: Schema.String, value: Schema.Boolean })).annotations(doc(
+    "Consent",
+    "Consent per purpose (analytics, advertising, crm): true granted, false refused. Without an answer, analytics " +
+      "counts as granted and every other purpose as not granted."
+  )),
+  properties: opt(Schema.Record({ key: Schema.String, value: Schema.Unknown })).annotations(doc(
+    "Properties",
+    "Event properties, typed by the event's definition in the vocabulary (purchase: value, currency, order_id). " +
+      "value may be a numeric string; currency is ISO 4217. Unknown keys are kept."
+  )),
+  user_properties: opt(Schema.Record({ key: Schema.String, value: Schema.Unknown })).annotations(
+    doc("User properties", "Traits of the user (plan, country, …). Any keys.")
+  )
 }).annotations({
   identifier: "Event",
+  title: "Event",
   description: "One canonical event. Requires at least one identifier: user_id, device_id, user.email, user.phone, " +
     "user.email_sha256 or user.phone_sha256."
 })
@@ -93,7 +164,13 @@ export const EnvelopeWire = Schema.Struct({
 
 /** The JSON Schema published for producers (envelope with fully typed events). */
 export const PublishedEnvelope = Schema.Struct({
-  events: Schema.Array(EventWire).pipe(Schema.minItems(1), Schema.maxItems(MAX_EVENTS_PER_REQUEST))
+  events: Schema.propertySignature(
+    Schema.Array(EventWire).pipe(Schema.minItems(1), Schema.maxItems(MAX_EVENTS_PER_REQUEST))
+  ).annotations(doc(
+    "Events",
+    `1–${MAX_EVENTS_PER_REQUEST} events (and at most 1 MiB per request). Each event is validated on its own: ` +
+      "an invalid one is rejected, the rest are stored."
+  ))
 }).annotations({
   identifier: "TrackLayerEventBatch",
   title: "TrackLayer canonical event batch (contract v1)",
@@ -131,6 +208,9 @@ const decodeWire = Schema.decodeUnknownEither(EventWire, { errors: "all", onExce
 
 const parseTimestamp = (t: string | number): number => {
   if (typeof t === "number") return t
+  // `Date.parse` rolls impossible days over (2026-02-30 → 2026-03-02): refuse them instead.
+  const [y, m, d] = t.slice(0, 10).split("-").map(Number) as [number, number, number]
+  if (new Date(Date.UTC(y, m - 1, d)).getUTCDate() !== d) return NaN
   // Accept `+hhmm` as well as `+hh:mm`.
   const normalised = t.replace(/([+-]\d{2})(\d{2})$/, "$1:$2")
   return Date.parse(normalised)

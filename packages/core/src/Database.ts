@@ -2,11 +2,11 @@
  * The SQL store connection: PostgreSQL through `@effect/sql-pg`, or the embedded default, PGlite, served in-process
  * over a private Unix socket with `@electric-sql/pglite-socket` so both go through the same driver and the same SQL.
  */
-import { PGlite } from "@electric-sql/pglite"
-import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
-import * as Migrator from "@effect/sql/Migrator"
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
+import * as Migrator from "@effect/sql/Migrator"
+import { PGlite } from "@electric-sql/pglite"
+import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
 import { Config, Context, Data, Effect, Layer, Option, Redacted } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -24,7 +24,9 @@ export interface StoreInfo {
 export class Store extends Context.Tag("@tracklayer/core/Store")<Store, StoreInfo>() {}
 
 /** The store could not be opened. */
-export class StoreOpenError extends Data.TaggedError("StoreOpenError")<{ readonly message: string; readonly cause?: unknown }> {}
+export class StoreOpenError
+  extends Data.TaggedError("StoreOpenError")<{ readonly message: string; readonly cause?: unknown }>
+{}
 
 /** Runs the migrations (idempotent; safe under concurrent starts: the migrator locks its table). */
 export const migrate = Migrator.make({})({ loader: Migrator.fromRecord(migrations), table: "tl_migrations" })

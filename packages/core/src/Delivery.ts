@@ -58,9 +58,14 @@ export const resolveDestinations = (config: ResolvedConfig) =>
   Effect.forEach(config.destinations, (instance, i) =>
     Effect.gen(function*() {
       const raw = yield* instance.settings.pipe(
-        Effect.mapError((e) => new ConfigError({ field: `destinations[${i}] (${instance.id}).settings`, detail: String(e) }))
+        Effect.mapError((e) =>
+          new ConfigError({ field: `destinations[${i}] (${instance.id}).settings`, detail: String(e) })
+        )
       )
-      const settings = yield* Schema.decodeUnknown(instance.plugin.settings, { errors: "all", onExcessProperty: "error" })(
+      const settings = yield* Schema.decodeUnknown(instance.plugin.settings, {
+        errors: "all",
+        onExcessProperty: "error"
+      })(
         raw
       ).pipe(
         Effect.mapError((e) => {
@@ -242,7 +247,9 @@ const runSubscription = (
         const records: Array<RecordRow> = []
         const retries: Array<RetryRow> = []
         const done: Array<string> = []
-        const payloads: Array<{ destination: string; position: string; event_id: string; dedup_key: string; payload: string }> = []
+        const payloads: Array<
+          { destination: string; position: string; event_id: string; dedup_key: string; payload: string }
+        > = []
         const prepared: Array<Prepared<unknown> & { bytes: number; stored: StoredEvent }> = []
         let dropped = 0
 
@@ -289,7 +296,13 @@ const runSubscription = (
             continue
           }
           const json = JSON.stringify(t.right)
-          payloads.push({ destination: id, position: e.position, event_id: e.eventId, dedup_key: e.dedupKey, payload: json })
+          payloads.push({
+            destination: id,
+            position: e.position,
+            event_id: e.eventId,
+            dedup_key: e.dedupKey,
+            payload: json
+          })
           prepared.push({ event: de, payload: t.right, bytes: json.length, stored: e })
         }
 
@@ -320,7 +333,8 @@ const runSubscription = (
           const result = yield* plugin.send(batch, settings).pipe(
             Effect.timeoutFail({
               duration: opts.requestTimeout,
-              onTimeout: () => new RetryableError({ message: `timed out after ${Duration.format(opts.requestTimeout)}` })
+              onTimeout: () =>
+                new RetryableError({ message: `timed out after ${Duration.format(opts.requestTimeout)}` })
             }),
             Effect.catchAllDefect((defect) =>
               Effect.fail(new RetryableError({ message: `plugin ${plugin.name} failed: ${String(defect)}` }))
@@ -342,13 +356,19 @@ const runSubscription = (
             requestFailure = { error, kind }
             for (const p of batch) {
               record(p.stored, "retry", error.message, extra)
-              retryLater(p.stored, kind, error.message, error._tag === "RetryableError" ? error.retryAfterMs : undefined)
+              retryLater(
+                p.stored,
+                kind,
+                error.message,
+                error._tag === "RetryableError" ? error.retryAfterMs : undefined
+              )
             }
             continue
           }
           const outcomes = result.right
           batch.forEach((p, i) => {
-            const o: Outcome = outcomes[i] ?? { _tag: "Retry", reason: "destination returned no outcome for this event" }
+            const o: Outcome = outcomes[i] ??
+              { _tag: "Retry", reason: "destination returned no outcome for this event" }
             const extra = { status: o.response?.status ?? null, response: excerpt(o.response?.body), duration_ms: ms }
             switch (o._tag) {
               case "Accepted":
@@ -383,7 +403,8 @@ const runSubscription = (
               event_id: r.eventId,
               attempt: r.attempts,
               outcome: "dead_letter",
-              reason: tooMany ? `gave up after ${r.attempts} attempts: ${r.reason}` :
+              reason: tooMany ?
+                `gave up after ${r.attempts} attempts: ${r.reason}` :
                 `gave up after ${Duration.format(opts.maxRetryAge)}: ${r.reason}`,
               status: null,
               response: null,
@@ -434,7 +455,9 @@ const runSubscription = (
           }
           if (requestFailure) {
             const failures = s.failures + 1
-            const retryAfter = requestFailure.error._tag === "RetryableError" ? requestFailure.error.retryAfterMs : undefined
+            const retryAfter = requestFailure.error._tag === "RetryableError"
+              ? requestFailure.error.retryAfterMs
+              : undefined
             const wait = Math.max(retryAfter ?? 0, backoffMs(failures))
             return {
               ...s,
@@ -479,15 +502,18 @@ const runSubscription = (
         FROM tl_retry_queue WHERE destination = ${id} AND next_attempt_at <= now()
         ORDER BY tl_retry_queue.position LIMIT ${batchSize}`
       if (due.length > 0) {
-        const previous = new Map(due.map((r) => [r.position, {
-          position: r.position,
-          eventId: r.event_id,
-          attempts: r.attempts,
-          kind: r.kind,
-          nextAt: r.next_attempt_at,
-          reason: r.last_reason,
-          firstFailedAt: r.first_failed_at
-        } satisfies RetryRow]))
+        const previous = new Map(due.map((r) => [
+          r.position,
+          {
+            position: r.position,
+            eventId: r.event_id,
+            attempts: r.attempts,
+            kind: r.kind,
+            nextAt: r.next_attempt_at,
+            reason: r.last_reason,
+            firstFailedAt: r.first_failed_at
+          } satisfies RetryRow
+        ]))
         const events = yield* store.byPositions(due.map((r) => r.position))
         yield* process(events, previous)
         return due.length
@@ -527,22 +553,25 @@ export const make = Effect.gen(function*() {
       Effect.forkScoped
     )
   }
-  const health = Effect.forEach(resolved, (d) =>
-    Effect.map(Ref.get(states.get(d.instance.id)!), (s): DestinationHealth => ({
-      destination: d.instance.id,
-      plugin: d.instance.plugin.name,
-      pluginVersion: d.instance.plugin.version,
-      state: s.state,
-      ...(s.reason !== undefined ? { reason: s.reason } : {}),
-      ...(s.lastError !== undefined ? { lastError: s.lastError } : {}),
-      ...(s.lastSuccessAt !== undefined ? { lastSuccessAt: new Date(s.lastSuccessAt).toISOString() } : {}),
-      ...(s.resumeAt !== undefined && s.state !== "running" ? { resumeAt: new Date(s.resumeAt).toISOString() } : {}),
-      sent: s.sent,
-      accepted: s.accepted,
-      rejected: s.rejected,
-      dropped: s.dropped,
-      retried: s.retried
-    })))
+  const health = Effect.forEach(
+    resolved,
+    (d) =>
+      Effect.map(Ref.get(states.get(d.instance.id)!), (s): DestinationHealth => ({
+        destination: d.instance.id,
+        plugin: d.instance.plugin.name,
+        pluginVersion: d.instance.plugin.version,
+        state: s.state,
+        ...(s.reason !== undefined ? { reason: s.reason } : {}),
+        ...(s.lastError !== undefined ? { lastError: s.lastError } : {}),
+        ...(s.lastSuccessAt !== undefined ? { lastSuccessAt: new Date(s.lastSuccessAt).toISOString() } : {}),
+        ...(s.resumeAt !== undefined && s.state !== "running" ? { resumeAt: new Date(s.resumeAt).toISOString() } : {}),
+        sent: s.sent,
+        accepted: s.accepted,
+        rejected: s.rejected,
+        dropped: s.dropped,
+        retried: s.retried
+      }))
+  )
   return Delivery.of({ health, instances: new Map(resolved.map((d) => [d.instance.id, d.instance])) })
 })
 

@@ -182,7 +182,12 @@ export const satisfies = (version: string, range: string): boolean => {
       if ([...r, ...v].some((n) => Number.isNaN(n))) return false
       switch (op) {
         case "^":
-          return cmp(v, r) >= 0 && (r[0]! > 0 ? v[0] === r[0] : v[0] === 0 && v[1] === r[1])
+          // The left-most non-zero number may not change: ^1.2.3 < 2.0.0, ^0.2.3 < 0.3.0, ^0.0.3 < 0.0.4.
+          return cmp(v, r) >= 0 && (r[0]! > 0 || r.length === 1
+            ? v[0] === r[0]
+            : r[1]! > 0 || r.length === 2
+            ? v[0] === 0 && v[1] === r[1]
+            : v[0] === 0 && v[1] === 0 && v[2] === r[2])
         case "~":
           return cmp(v, r) >= 0 && v[0] === r[0] && v[1] === r[1]
         case ">=":

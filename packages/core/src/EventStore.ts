@@ -8,7 +8,7 @@
  */
 import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Effect, Layer } from "effect"
-import { CONTRACT_VERSION, type CanonicalEvent } from "./Contract.js"
+import { type CanonicalEvent, CONTRACT_VERSION } from "./Contract.js"
 import type { StartFrom } from "./Destination.js"
 
 /** A position in log order. */
@@ -119,8 +119,12 @@ export const make = Effect.gen(function*() {
       for (const e of claims) if (!first.has(e.businessKey!)) first.set(e.businessKey!, e.eventId)
       yield* sql`INSERT INTO tl_business_keys ${
         // Sorted, so concurrent batches lock keys in the same order and cannot deadlock on them.
-        sql.insert([...first].sort(([a], [b]) => (a < b ? -1 : 1)).map(([business_key, event_id]) => ({ business_key, event_id })))
-      } ON CONFLICT (business_key) DO NOTHING`
+        sql.insert(
+          [...first].sort(([a], [b]) => (a < b ? -1 : 1)).map(([business_key, event_id]) => ({
+            business_key,
+            event_id
+          }))
+        )} ON CONFLICT (business_key) DO NOTHING`
       const owners = yield* sql<{ business_key: string; event_id: string }>`
         SELECT business_key, event_id FROM tl_business_keys WHERE business_key IN ${sql.in([...first.keys()])}`
       return new Map(owners.map((o) => [o.business_key, o.event_id]))
@@ -131,29 +135,30 @@ export const make = Effect.gen(function*() {
     return yield* sql.withTransaction(appendInTx(events))
   })
 
-  const appendInTx = (events: ReadonlyArray<NewEvent>) => Effect.gen(function*() {
-    const owners = yield* claimKeys(events)
-    const rows = events.map((e) => ({
-      kind: "track",
-      event_id: e.eventId,
-      event_name: e.name,
-      routable: e.routable,
-      partition_key: e.partitionKey,
-      person_key: e.personKey,
-      dedup_key: e.dedupKey,
-      duplicate_of: e.businessKey !== undefined && owners.get(e.businessKey) !== e.eventId
-        ? owners.get(e.businessKey) ?? null
-        : null,
-      occurred_at: new Date(e.event.timestamp),
-      contract_version: CONTRACT_VERSION,
-      body: JSON.stringify(e.event)
-    }))
-    const inserted = yield* sql<{ event_id: string }>`
+  const appendInTx = (events: ReadonlyArray<NewEvent>) =>
+    Effect.gen(function*() {
+      const owners = yield* claimKeys(events)
+      const rows = events.map((e) => ({
+        kind: "track",
+        event_id: e.eventId,
+        event_name: e.name,
+        routable: e.routable,
+        partition_key: e.partitionKey,
+        person_key: e.personKey,
+        dedup_key: e.dedupKey,
+        duplicate_of: e.businessKey !== undefined && owners.get(e.businessKey) !== e.eventId
+          ? owners.get(e.businessKey) ?? null
+          : null,
+        occurred_at: new Date(e.event.timestamp),
+        contract_version: CONTRACT_VERSION,
+        body: JSON.stringify(e.event)
+      }))
+      const inserted = yield* sql<{ event_id: string }>`
       INSERT INTO tl_log ${sql.insert(rows)}
       ON CONFLICT (event_id) WHERE kind = 'track' DO NOTHING
       RETURNING event_id`
-    return new Set(inserted.map((r) => r.event_id))
-  })
+      return new Set(inserted.map((r) => r.event_id))
+    })
 
   const readAfter = Effect.fn("EventStore.readAfter")(function*(cursor: Cursor, limit: number) {
     const rows = yield* sql<Row>`
@@ -168,7 +173,9 @@ export const make = Effect.gen(function*() {
   const byPositions = Effect.fn("EventStore.byPositions")(function*(positions: ReadonlyArray<string>) {
     if (positions.length === 0) return []
     const rows = yield* sql<Row>`
-      SELECT ${sql.literal(cols)} FROM tl_log WHERE position IN ${sql.in(positions)} ORDER BY tl_log.tx, tl_log.position`
+      SELECT ${sql.literal(cols)} FROM tl_log WHERE position IN ${
+      sql.in(positions)
+    } ORDER BY tl_log.tx, tl_log.position`
     return rows.map(fromRow)
   })
 

@@ -108,7 +108,11 @@ export const make = Effect.gen(function*() {
     const queued = yield* sql<{ destination: string; next_attempt_at: Date; last_reason: string }>`
       SELECT destination, next_attempt_at, last_reason FROM tl_retry_queue WHERE position = ${e.position}::bigint`
     const subs = yield* sql<{ destination: string }>`SELECT destination FROM tl_subscriptions`
-    const ids = new Set([...delivery.instances.keys(), ...subs.map((s) => s.destination), ...records.map((r) => r.destination)])
+    const ids = new Set([
+      ...delivery.instances.keys(),
+      ...subs.map((s) => s.destination),
+      ...records.map((r) => r.destination)
+    ])
     const destinations = [...ids].sort().map((destination): DestinationView => {
       const attempts = records.filter((r) => r.destination === destination).map((r): AttemptView => ({
         attempt: r.attempt,

@@ -14,9 +14,11 @@ import { businessKeyOf, decodeProperties } from "./Vocabulary.js"
 export const personKeyOf = (e: CanonicalEvent): string => {
   if (e.user_id !== undefined) return `user:${e.user_id}`
   if (e.device_id !== undefined) return `device:${e.device_id}`
-  const email = e.user?.email_sha256 ?? (e.user?.email !== undefined ? sha256(e.user.email.trim().toLowerCase()) : undefined)
+  const email = e.user?.email_sha256 ??
+    (e.user?.email !== undefined ? sha256(e.user.email.trim().toLowerCase()) : undefined)
   if (email !== undefined) return `email:${email}`
-  const phone = e.user?.phone_sha256 ?? (e.user?.phone !== undefined ? sha256(e.user.phone.replace(/\D/g, "")) : undefined)
+  const phone = e.user?.phone_sha256 ??
+    (e.user?.phone !== undefined ? sha256(e.user.phone.replace(/\D/g, "")) : undefined)
   return `phone:${phone}`
 }
 
@@ -48,7 +50,10 @@ export const make = Effect.gen(function*() {
       const definition = config.vocabulary[event.event]
       if (definition === undefined) {
         if (config.unknownEvents === "reject") {
-          return Either.left([{ path: "event", message: `"${event.event}" is not in the vocabulary; allowed: ${allowed}` }])
+          return Either.left([{
+            path: "event",
+            message: `"${event.event}" is not in the vocabulary; allowed: ${allowed}`
+          }])
         }
         return Either.right(toNew(event, false, undefined))
       }

@@ -4,7 +4,7 @@
  */
 import { Context, Data, Duration } from "effect"
 import { type DestinationInstance, PLUGIN_API_VERSION, satisfies } from "./Destination.js"
-import type { Vocabulary } from "./Vocabulary.js"
+import type { EventDefinition, Vocabulary } from "./Vocabulary.js"
 
 /** Delivery tuning shared by every destination (each has sensible defaults). */
 export interface DeliveryOptions {
@@ -82,7 +82,10 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
     }
   }
   if (c.unknownEvents !== undefined && c.unknownEvents !== "reject" && c.unknownEvents !== "store") {
-    return new ConfigError({ field: "unknownEvents", detail: `must be "reject" or "store", got ${JSON.stringify(c.unknownEvents)}` })
+    return new ConfigError({
+      field: "unknownEvents",
+      detail: `must be "reject" or "store", got ${JSON.stringify(c.unknownEvents)}`
+    })
   }
   if (!Array.isArray(c.destinations)) {
     return new ConfigError({ field: "destinations", detail: "must be an array of destination instances" })
@@ -99,7 +102,7 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
     if (typeof p?.transform !== "function" || typeof p?.send !== "function") {
       return new ConfigError({ field: `${field}.plugin`, detail: "is not a destination plugin" })
     }
-    if (!satisfies(PLUGIN_API_VERSION, p.pluginApi)) {
+    if (typeof p.pluginApi !== "string" || !satisfies(PLUGIN_API_VERSION, p.pluginApi)) {
       return new ConfigError({
         field: `${field}.plugin`,
         detail: `${p.name}@${p.version} supports plugin API ${p.pluginApi}, but this TrackLayer implements ` +
@@ -107,7 +110,7 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
       })
     }
     for (const e of d.events ?? []) {
-      if (!(e in c.vocabulary)) {
+      if (!Object.hasOwn(c.vocabulary, e)) {
         return new ConfigError({ field: `${field}.events`, detail: `"${e}" is not in the vocabulary` })
       }
     }
@@ -130,7 +133,9 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
     return new ConfigError({ field: "delivery.maxAttempts", detail: "must be a positive integer" })
   }
   return {
-    vocabulary: c.vocabulary,
+    // Without a prototype, a lookup by an event name a producer sent ("toString", "constructor") finds nothing
+    // instead of an Object.prototype member.
+    vocabulary: Object.assign(Object.create(null) as Record<string, EventDefinition>, c.vocabulary),
     unknownEvents: c.unknownEvents ?? "reject",
     destinations: c.destinations,
     delivery: delivery as ResolvedConfig["delivery"]

@@ -1,5 +1,5 @@
-import { assert, describe, it } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
+import { assert, describe, it } from "@effect/vitest"
 import { EventStore } from "@tracklayer/core"
 import { TestStore } from "@tracklayer/testkit"
 import { Chunk, Effect, Fiber, Layer, Ref, TestServices } from "effect"

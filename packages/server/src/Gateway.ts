@@ -3,8 +3,8 @@
  * Every error is JSON `{ "error": { "code", "message" } }` with the status that says what to do about it.
  */
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Contract, Database, Delivery, Explain, Ingest } from "@tracklayer/core"
 import { SqlClient } from "@effect/sql"
+import { Contract, Database, Delivery, Explain, Ingest } from "@tracklayer/core"
 import { Chunk, Data, Effect, Option, Stream } from "effect"
 import { bearer, Keys, matches } from "./Keys.js"
 
@@ -49,7 +49,11 @@ const readBody = (limit: number) =>
     const req = yield* HttpServerRequest.HttpServerRequest
     const declared = req.headers["content-length"]
     if (declared !== undefined && Number(declared) > limit) {
-      return yield* failure(413, "payload_too_large", `request body is ${declared} bytes; the limit is ${limit} bytes (1 MiB)`)
+      return yield* failure(
+        413,
+        "payload_too_large",
+        `request body is ${declared} bytes; the limit is ${limit} bytes (1 MiB)`
+      )
     }
     const chunks = yield* req.stream.pipe(
       Stream.mapError(() => failure(400, "bad_request", "could not read the request body")),
@@ -81,7 +85,11 @@ const ingestHandler = Effect.gen(function*() {
   }
   const extra = Object.keys(body).filter((k) => k !== "events")
   if (extra.length > 0) {
-    return yield* failure(400, "bad_request", `unknown top-level field(s): ${extra.join(", ")}; the body is { "events": [...] }`)
+    return yield* failure(
+      400,
+      "bad_request",
+      `unknown top-level field(s): ${extra.join(", ")}; the body is { "events": [...] }`
+    )
   }
   const events = (body as { events?: unknown }).events
   if (!Array.isArray(events)) return yield* failure(400, "bad_request", "`events` must be an array of events")
@@ -150,5 +158,3 @@ export const app = router.pipe(
 
 /** Serves the gateway on the provided HttpServer. */
 export const layer = HttpServer.serve(app)
-
-

@@ -37,7 +37,9 @@ export const KeysConfig = Config.all({
       const keys = Redacted.value(r).split(",").map((k) => k.trim()).filter((k) => k.length > 0)
       if (keys.length === 0) return Either.left(ConfigErrorOf("TRACKLAYER_WRITE_KEYS", "must name at least one key"))
       if (keys.some((k) => k.length < MIN_KEY_LENGTH)) {
-        return Either.left(ConfigErrorOf("TRACKLAYER_WRITE_KEYS", `each key must be at least ${MIN_KEY_LENGTH} characters`))
+        return Either.left(
+          ConfigErrorOf("TRACKLAYER_WRITE_KEYS", `each key must be at least ${MIN_KEY_LENGTH} characters`)
+        )
       }
       return Either.right(keys.map((k) => Redacted.make(k)))
     })

@@ -185,8 +185,13 @@ const COUNTRIES: ReadonlyArray<readonly [number, CountryData]> = [
       const pre = r.pick(["151", "160", "170", "176"])
       const a = r.digits(4)
       const b = r.digits(4)
-      return r.pick([`+49 ${pre} ${a}${b}`, `+49 ${pre} ${a} ${b}`, `0${pre} ${a}${b}`, `0049 ${pre} ${a}${b}`,
-        `+49 (0)${pre} ${a} ${b}`])
+      return r.pick([
+        `+49 ${pre} ${a}${b}`,
+        `+49 ${pre} ${a} ${b}`,
+        `0${pre} ${a}${b}`,
+        `0049 ${pre} ${a}${b}`,
+        `+49 (0)${pre} ${a} ${b}`
+      ])
     }
   }],
   [15, {
@@ -202,8 +207,13 @@ const COUNTRIES: ReadonlyArray<readonly [number, CountryData]> = [
     emailDomains: ["example.fr", "mail.example"],
     phone: (r) => {
       const p = [r.pick(["6", "7"]), r.digits(2), r.digits(2), r.digits(2), r.digits(2)]
-      return r.pick([`0033 ${p.join(" ")}`, `+33 ${p.join(" ")}`, `0${p.join(" ")}`, `+33${p.join("")}`,
-        `0${p.join(".")}`])
+      return r.pick([
+        `0033 ${p.join(" ")}`,
+        `+33 ${p.join(" ")}`,
+        `0${p.join(" ")}`,
+        `+33${p.join("")}`,
+        `0${p.join(".")}`
+      ])
     }
   }],
   [15, {
@@ -247,15 +257,30 @@ const COUNTRIES: ReadonlyArray<readonly [number, CountryData]> = [
     emailDomains: ["example.es", "mail.example"],
     phone: (r) => {
       const d = `6${r.digits(8)}`
-      return r.pick([`+34 ${d.slice(0, 3)} ${d.slice(3, 5)} ${d.slice(5, 7)} ${d.slice(7)}`,
-        `${d.slice(0, 3)} ${d.slice(3, 6)} ${d.slice(6)}`, `0034${d}`])
+      return r.pick([
+        `+34 ${d.slice(0, 3)} ${d.slice(3, 5)} ${d.slice(5, 7)} ${d.slice(7)}`,
+        `${d.slice(0, 3)} ${d.slice(3, 6)} ${d.slice(6)}`,
+        `0034${d}`
+      ])
     }
   }]
 ]
 
 const COMPANIES: ReadonlyArray<string> = [
-  "Acme Corp", "Globex", "Initech", "Umbrella Analytics", "Hooli", "Stark Logistics", "Wayne Labs", "Vandelay Imports",
-  "Soylent Foods", "Cyberdyne Systems", "Tyrell Data", "Nakatomi Trading", "Pied Piper", "Dunder Paper"
+  "Acme Corp",
+  "Globex",
+  "Initech",
+  "Umbrella Analytics",
+  "Hooli",
+  "Stark Logistics",
+  "Wayne Labs",
+  "Vandelay Imports",
+  "Soylent Foods",
+  "Cyberdyne Systems",
+  "Tyrell Data",
+  "Nakatomi Trading",
+  "Pied Piper",
+  "Dunder Paper"
 ]
 
 const WEB_USER_AGENTS: ReadonlyArray<string> = [
@@ -391,7 +416,8 @@ const journey = (seed: number, person: number, spanMs: number, keys: ReturnType<
   const googleId = `${r.pick(["Cj0KCQjw", "EAIaIQob", "CjwKCAjw"])}${r.chars(r.int(40, 70), B64URL)}`
   const googleKey = platform === "app" || r.chance(0.15) ? "gbraid" : "gclid"
   const liFatId = `${r.hex(8)}-${r.hex(4)}-${r.hex(4)}-${r.hex(4)}-${r.hex(12)}`
-  const channel = fromMeta ? "paid_social" : fromGoogle ? "paid_search" : fromLinkedIn ? "paid_social_b2b" :
+  const channel = fromMeta ? "paid_social" : fromGoogle ? "paid_search" : fromLinkedIn ?
+    "paid_social_b2b" :
     r.weighted([[5, "organic"], [2, "direct"], [2, "referral"], [1, "email"]])
 
   // Consent: granted on the first event, advertising denied on it (sometimes granted at sign-up), or never sent.
@@ -415,12 +441,18 @@ const journey = (seed: number, person: number, spanMs: number, keys: ReturnType<
   const company = r.pick(COMPANIES)
   const companyDomain = `${slug(company)}.example`
   const email = b2b
-    ? r.weighted([[3, `${slug(first)}.${slug(last)}@${companyDomain}`], [1, `${capitalise(slug(first))}@${companyDomain}`]])
+    ? r.weighted([[3, `${slug(first)}.${slug(last)}@${companyDomain}`], [
+      1,
+      `${capitalise(slug(first))}@${companyDomain}`
+    ]])
     : makeEmail(r, first, last, country)
   const hasPhone = r.chance(b2b ? 0.5 : 0.35)
   const phone = country.phone(r)
   const where = r.pick(country.cities)
-  const workspaceSize = r.weighted<() => number>([[3, () => r.int(2, 10)], [2, () => r.int(11, 50)], [1, () => r.int(51, 500)]])()
+  const workspaceSize = r.weighted<() => number>([[3, () => r.int(2, 10)], [2, () => r.int(11, 50)], [
+    1,
+    () => r.int(51, 500)
+  ]])()
   const currency = country.currency
   const experiment = r.chance(0.5) ? r.pick(EXPERIMENTS) : undefined
   const variant = experiment ? r.pick(experiment.variants) : undefined
@@ -453,8 +485,13 @@ const journey = (seed: number, person: number, spanMs: number, keys: ReturnType<
       build: (t) => {
         const context: ContextWire = { source: platform, ip, user_agent: userAgent }
         if (platform === "web") {
-          const utm = fromMeta ? `?utm_source=facebook&utm_medium=paid_social&fbclid=${fbclid}` :
-            fromGoogle ? "?utm_source=google&utm_medium=cpc" : fromLinkedIn ? "?utm_source=linkedin&utm_medium=paid_social" : ""
+          const utm = fromMeta ?
+            `?utm_source=facebook&utm_medium=paid_social&fbclid=${fbclid}` :
+            fromGoogle
+            ? "?utm_source=google&utm_medium=cpc"
+            : fromLinkedIn
+            ? "?utm_source=linkedin&utm_medium=paid_social"
+            : ""
           context.page_url = `https://www.example.com/pricing${firstView ? utm : ""}`
         }
         if (firstView && fromMeta) cookies.fbc = `fb.1.${t}.${fbclid}` // click time = time of this view
@@ -486,7 +523,9 @@ const journey = (seed: number, person: number, spanMs: number, keys: ReturnType<
           user.first_name = first
           user.last_name = last
         }
-        if (r.chance(0.9) || (hasPhone && !phone.startsWith("+") && !phone.startsWith("00"))) user.country = country.code
+        if (r.chance(0.9) || (hasPhone && !phone.startsWith("+") && !phone.startsWith("00"))) {
+          user.country = country.code
+        }
         if (r.chance(0.4)) {
           user.city = where.city
           user.region = where.region
@@ -727,8 +766,7 @@ export const generate = (options: GenerateOptions): ReadonlyArray<GeneratedEvent
 // Utilities over any list of wire events
 
 /** One JSON object per line, each line ending in `\n` (empty input → empty string). */
-export const toNdjson = (events: ReadonlyArray<unknown>): string =>
-  events.map((e) => `${JSON.stringify(e)}\n`).join("")
+export const toNdjson = (events: ReadonlyArray<unknown>): string => events.map((e) => `${JSON.stringify(e)}\n`).join("")
 
 /** Parses NDJSON text (blank lines ignored) into wire events. Throws with the line number on invalid JSON. */
 export const fromNdjson = (text: string): ReadonlyArray<GeneratedEvent> =>
@@ -816,14 +854,18 @@ export const rebaseTime = <E extends { readonly timestamp: string | number }>(
     const ms = timestampMs(e.timestamp)
     if (!Number.isFinite(ms)) {
       const id = (e as { readonly event_id?: unknown }).event_id
-      throw new Error(`rebaseTime: invalid timestamp ${JSON.stringify(e.timestamp)} in event ${
-        typeof id === "string" ? id : `#${i}`}`)
+      throw new Error(
+        `rebaseTime: invalid timestamp ${JSON.stringify(e.timestamp)} in event ${typeof id === "string" ? id : `#${i}`}`
+      )
     }
     return ms
   })
   const latest = times.reduce((a, b) => Math.max(a, b))
   const delta = Math.round(now - HOUR - latest)
-  const shift = (v: string | number, ms: number): string | number => (typeof v === "number" ? ms + delta : isoZ(ms + delta))
+  const shift = (
+    v: string | number,
+    ms: number
+  ): string | number => (typeof v === "number" ? ms + delta : isoZ(ms + delta))
 
   return events.map((e, i) => {
     const next: Record<string, unknown> = { ...e, timestamp: shift(e.timestamp, times[i]!) }

@@ -24,10 +24,11 @@ export const privateSchema = (url: string) =>
     const admin = Layer.orDie(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 }))
     yield* Effect.acquireRelease(
       Effect.flatMap(PgClient.PgClient, (sql) => sql`CREATE SCHEMA ${sql(schema)}`).pipe(Effect.provide(admin)),
-      () => Effect.flatMap(PgClient.PgClient, (sql) => sql`DROP SCHEMA ${sql(schema)} CASCADE`).pipe(
-        Effect.provide(admin),
-        Effect.ignore
-      )
+      () =>
+        Effect.flatMap(PgClient.PgClient, (sql) => sql`DROP SCHEMA ${sql(schema)} CASCADE`).pipe(
+          Effect.provide(admin),
+          Effect.ignore
+        )
     )
     return { schema, url: withSearchPath(url, schema) }
   })

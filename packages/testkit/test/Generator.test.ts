@@ -1,11 +1,11 @@
+import { Contract, Vocabulary } from "@tracklayer/core"
+import { Generator } from "@tracklayer/testkit"
+import { Either } from "effect"
 import { spawnSync } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { Contract, Vocabulary } from "@tracklayer/core"
-import { Generator } from "@tracklayer/testkit"
-import { Either } from "effect"
 import { describe, expect, it } from "vitest"
 
 const ROOT = resolve(fileURLToPath(import.meta.url), "../../../..")

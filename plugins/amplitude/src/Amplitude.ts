@@ -445,9 +445,9 @@ const exchangeRest = (
 ): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> => {
   if (events.length === 0) return Effect.succeed([])
   if (ctx.budget <= 0) {
-    return Effect.succeed(events.map(() =>
-      Destination.Retry(`not sent: more than ${MAX_REQUESTS_PER_SEND} requests in one send`)
-    ))
+    return Effect.succeed(
+      events.map(() => Destination.Retry(`not sent: more than ${MAX_REQUESTS_PER_SEND} requests in one send`))
+    )
   }
   const info = (e: { readonly status?: number | undefined; readonly body?: string | undefined }) =>
     e.status !== undefined ? { status: e.status, body: e.body ?? "" } : undefined

@@ -53,7 +53,12 @@ describe("Amplitude sandbox", () => {
       const before = Date.now()
       const answer = yield* postRaw(sb, body)
       assert.strictEqual(answer.status, 200)
-      assert.deepStrictEqual(Object.keys(answer.body), ["code", "events_ingested", "payload_size_bytes", "server_upload_time"])
+      assert.deepStrictEqual(Object.keys(answer.body), [
+        "code",
+        "events_ingested",
+        "payload_size_bytes",
+        "server_upload_time"
+      ])
       assert.strictEqual(answer.body.code, 200)
       assert.strictEqual(answer.body.events_ingested, 2)
       assert.strictEqual(answer.body.payload_size_bytes, Buffer.byteLength(body))
@@ -67,8 +72,23 @@ describe("Amplitude sandbox", () => {
     run(Effect.gen(function*() {
       const sb = yield* AmplitudeSandbox.start()
       const refused = [
-        "anonymous", "nil", "none", "null", "n/a", "na", "undefined", "unknown", "0", "-1", "lmy47d", "{}", "",
-        "00000000-0000-0000-0000-000000000000", " NULL ", "Anonymous", "LMY47D"
+        "anonymous",
+        "nil",
+        "none",
+        "null",
+        "n/a",
+        "na",
+        "undefined",
+        "unknown",
+        "0",
+        "-1",
+        "lmy47d",
+        "{}",
+        "",
+        "00000000-0000-0000-0000-000000000000",
+        " NULL ",
+        "Anonymous",
+        "LMY47D"
       ]
       const events = [
         ...refused.map((id, i) => event(i, { user_id: id, device_id: "dev_valid_1" })),
@@ -103,7 +123,11 @@ describe("Amplitude sandbox", () => {
       const dropped = yield* post(sb, { api_key: KEY, events: [event(2, { user_id: "abcd", device_id: "dev_00002" })] })
       assert.strictEqual(dropped.status, 200)
       // options.min_id_length keeps it.
-      const kept = yield* post(sb, { api_key: KEY, events: [event(3, { user_id: "abcd" })], options: { min_id_length: 4 } })
+      const kept = yield* post(sb, {
+        api_key: KEY,
+        events: [event(3, { user_id: "abcd" })],
+        options: { min_id_length: 4 }
+      })
       assert.strictEqual(kept.status, 200)
       const stored = yield* sb.client.events()
       assert.deepStrictEqual(stored.map((e) => [e.event.user_id ?? null, e.event.device_id ?? null]), [
@@ -161,7 +185,11 @@ describe("Amplitude sandbox", () => {
       const wrong = yield* post(sb, { api_key: "not-the-key", events: [event(0)] })
       assert.deepStrictEqual([wrong.status, wrong.body], [400, { code: 400, error: "Invalid API key: not-the-key" }])
       const noEvents = yield* post(sb, { api_key: KEY })
-      assert.deepStrictEqual(noEvents.body, { code: 400, error: "Request missing required field", missing_field: "events" })
+      assert.deepStrictEqual(noEvents.body, {
+        code: 400,
+        error: "Request missing required field",
+        missing_field: "events"
+      })
       const notJson = yield* postRaw(sb, "{", "application/json")
       assert.deepStrictEqual([notJson.status, notJson.body], [400, { code: 400, error: "Invalid JSON request body" }])
       const form = yield* postRaw(sb, JSON.stringify({ api_key: KEY, events: [event(0)] }), "text/plain")
@@ -216,7 +244,10 @@ describe("Amplitude sandbox", () => {
         events: Array.from({ length: 30 }, (_, i) => event(i, { user_id: "user_steady", device_id: "dev_steady" }))
       })
       assert.strictEqual(thirty.status, 200)
-      const one = yield* post(sb, { api_key: KEY, events: [event(40, { user_id: "user_other", device_id: "dev_steady" })] })
+      const one = yield* post(sb, {
+        api_key: KEY,
+        events: [event(40, { user_id: "user_other", device_id: "dev_steady" })]
+      })
       assert.strictEqual(one.status, 429)
       assert.deepStrictEqual(one.body.throttled_devices, { dev_steady: 31 })
       assert.deepStrictEqual(one.body.throttled_users, {})
@@ -236,7 +267,11 @@ describe("Amplitude sandbox", () => {
       const second = yield* post(sb, { api_key: KEY, events: [c, b] })
       assert.strictEqual(second.body.events_ingested, 2)
       const stored = yield* sb.client.events()
-      assert.deepStrictEqual(stored.map((e) => [e.event.device_id ?? e.event.user_id]), [["dev_a_0001"], ["dev_b_0001"], ["user_c_001"]])
+      assert.deepStrictEqual(stored.map((e) => [e.event.device_id ?? e.event.user_id]), [
+        ["dev_a_0001"],
+        ["dev_b_0001"],
+        ["user_c_001"]
+      ])
       const stats = yield* sb.client.stats()
       assert.strictEqual(stats.duplicates, 3)
       assert.strictEqual(stats.events_accepted, 6)

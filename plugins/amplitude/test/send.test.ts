@@ -43,7 +43,10 @@ describe("Amplitude.send against the sandbox", () => {
       assert.strictEqual(body.events_ingested, 3)
       const stored = yield* sb.client.events()
       assert.deepStrictEqual(insertIds(stored), ["ord_1001", "evt_2", "evt_3"])
-      assert.deepStrictEqual(stored.map((e) => e.event), batch.map((p) => p.payload as unknown as Record<string, unknown>))
+      assert.deepStrictEqual(
+        stored.map((e) => e.event),
+        batch.map((p) => p.payload as unknown as Record<string, unknown>)
+      )
       const stats = yield* sb.client.stats()
       assert.deepStrictEqual(stats.responses, { "200": 1 })
     })))
@@ -85,7 +88,13 @@ describe("Amplitude.send against the sandbox", () => {
       const outcomes = yield* Amplitude.send(batch, s)
       assert.deepStrictEqual(
         outcomes.map((o) => (o._tag === "Rejected" ? o.reason : o._tag)),
-        ["Accepted", "missing field: event_type", "invalid field: user_id", "missing field: user_id, device_id", "Accepted"]
+        [
+          "Accepted",
+          "missing field: event_type",
+          "invalid field: user_id",
+          "missing field: user_id, device_id",
+          "Accepted"
+        ]
       )
       assert.deepStrictEqual(insertIds(yield* sb.client.events()), ["ins_0", "ins_4"])
     })))
@@ -157,7 +166,10 @@ describe("Amplitude.send against the sandbox", () => {
         outcomes[0]!._tag === "Retry" ? outcomes[0]!.reason : "",
         "throttled by Amplitude (429, eps_threshold 1000)"
       )
-      assert.strictEqual(outcomes[1]!._tag === "Retry" ? outcomes[1]!.reason : "", "daily quota exceeded at Amplitude (429)")
+      assert.strictEqual(
+        outcomes[1]!._tag === "Retry" ? outcomes[1]!.reason : "",
+        "daily quota exceeded at Amplitude (429)"
+      )
       assert.deepStrictEqual(insertIds(yield* sb.client.events()), ["ins_5"])
     })))
 
@@ -216,7 +228,10 @@ describe("Amplitude.send against the sandbox", () => {
     run(Effect.gen(function*() {
       const { sb, settings: s } = yield* sandbox()
       const hot = Array.from({ length: 31 }, (_, i) => wire(i, { user_id: "user_hot_1" }))
-      const calm = [wire(100, { user_id: "user_calm_1" }), wire(101, { device_id: "dev_calm_1", user_id: "user_calm_2" })]
+      const calm = [
+        wire(100, { user_id: "user_calm_1" }),
+        wire(101, { device_id: "dev_calm_1", user_id: "user_calm_2" })
+      ]
       const batch = preparedRaw([...hot.slice(0, 10), ...calm, ...hot.slice(10)])
       const outcomes = yield* Amplitude.send(batch, s)
       outcomes.forEach((o, i) => {
@@ -320,7 +335,12 @@ describe("Amplitude.send against the sandbox", () => {
     run(Effect.gen(function*() {
       const { sb, settings: s } = yield* sandbox()
       const batch = prepare([
-        deliveryEvent({ name: "purchase", dedupKey: "ord_1001", user_id: "usr_8421", properties: { value: 1, currency: "USD", order_id: "ord_1001" } })
+        deliveryEvent({
+          name: "purchase",
+          dedupKey: "ord_1001",
+          user_id: "usr_8421",
+          properties: { value: 1, currency: "USD", order_id: "ord_1001" }
+        })
       ], s)
       assert.deepStrictEqual(tags(yield* Amplitude.send(batch, s)), ["Accepted"])
       assert.deepStrictEqual(tags(yield* Amplitude.send(batch, s)), ["Accepted"])
@@ -347,7 +367,11 @@ describe("Amplitude.send against the sandbox", () => {
       // Second request (second chunk) answers 503 with Retry-After.
       yield* sb.client.setFaults({ status: 503, count: 1, skip: 1, retryAfter: 5 })
       const outcomes = yield* Amplitude.send(preparedRaw([wire(0), wire(1), wire(2)]), s)
-      assert.deepStrictEqual(outcomes.map((o) => (o._tag === "Retry" ? o.afterMs : o._tag)), ["Accepted", "Accepted", 5000])
+      assert.deepStrictEqual(outcomes.map((o) => (o._tag === "Retry" ? o.afterMs : o._tag)), [
+        "Accepted",
+        "Accepted",
+        5000
+      ])
       const retry = outcomes[2]!
       assert.strictEqual(retry._tag === "Retry" ? retry.response?.status : 0, 503)
       assert.deepStrictEqual(insertIds(yield* sb.client.events()), ["ins_0", "ins_1"])

@@ -77,7 +77,9 @@ describe("Amplitude.settingsFromEnv", () => {
 
   it.effect("a namespace selects other variables (a second Amplitude project)", () =>
     Effect.gen(function*() {
-      const encoded = yield* fromEnv({ AMPLITUDE_API_KEY: "us", AMPLITUDE_EU_API_KEY: "eu" }, { namespace: "AMPLITUDE_EU" })
+      const encoded = yield* fromEnv({ AMPLITUDE_API_KEY: "us", AMPLITUDE_EU_API_KEY: "eu" }, {
+        namespace: "AMPLITUDE_EU"
+      })
       assert.deepStrictEqual(encoded, { apiKey: "eu" })
     }))
 

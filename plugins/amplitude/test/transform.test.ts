@@ -90,7 +90,10 @@ const cases: ReadonlyArray<Case> = [
       eventId: "evt_pricing_2",
       user_id: "usr_8421",
       context: {
-        experiments: [{ experiment_key: "paywall_copy", variant: "b" }, { experiment_key: "annual_toggle", variant: "on" }]
+        experiments: [{ experiment_key: "paywall_copy", variant: "b" }, {
+          experiment_key: "annual_toggle",
+          variant: "on"
+        }]
       }
     }),
     expected: {
@@ -101,7 +104,10 @@ const cases: ReadonlyArray<Case> = [
       event_properties: {
         experiment_key: "paywall_copy",
         variant: "b",
-        experiments: [{ experiment_key: "paywall_copy", variant: "b" }, { experiment_key: "annual_toggle", variant: "on" }]
+        experiments: [{ experiment_key: "paywall_copy", variant: "b" }, {
+          experiment_key: "annual_toggle",
+          variant: "on"
+        }]
       },
       library: "tracklayer"
     }
@@ -224,13 +230,29 @@ const cases: ReadonlyArray<Case> = [
     scenario: "minIdLength 1 keeps a short id (send then sets options.min_id_length)",
     input: deliveryEvent({ eventId: "evt_short", user_id: "u42" }),
     settings: { minIdLength: 1 },
-    expected: { event_type: "view_pricing", user_id: "u42", time: 1777017600000, insert_id: "evt_short", library: "tracklayer" }
+    expected: {
+      event_type: "view_pricing",
+      user_id: "u42",
+      time: 1777017600000,
+      insert_id: "evt_short",
+      library: "tracklayer"
+    }
   },
   {
     scenario: "custom allowlist; user_properties omitted when nothing is allowed",
-    input: deliveryEvent({ eventId: "evt_allow", user_id: "usr_8421", user_properties: { email: "x@example.com", age: 31 } }),
+    input: deliveryEvent({
+      eventId: "evt_allow",
+      user_id: "usr_8421",
+      user_properties: { email: "x@example.com", age: 31 }
+    }),
     settings: { userPropertiesAllowlist: ["plan"] },
-    expected: { event_type: "view_pricing", user_id: "usr_8421", time: 1777017600000, insert_id: "evt_allow", library: "tracklayer" }
+    expected: {
+      event_type: "view_pricing",
+      user_id: "usr_8421",
+      time: 1777017600000,
+      insert_id: "evt_allow",
+      library: "tracklayer"
+    }
   },
   {
     scenario: "strings longer than 1024 are cut to 1024, nested ones too, without splitting a surrogate pair",

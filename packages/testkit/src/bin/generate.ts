@@ -53,7 +53,9 @@ const parseArgs = (argv: ReadonlyArray<string>): Args | "help" => {
       value = arg.slice(eq + 1)
     } else {
       const next = argv[i + 1]
-      if (next === undefined || (next.startsWith("--") && next.length > 2)) throw new UsageError(`${flag} needs a value`)
+      if (next === undefined || (next.startsWith("--") && next.length > 2)) {
+        throw new UsageError(`${flag} needs a value`)
+      }
       value = next
       i++
     }
@@ -66,8 +68,9 @@ const parseArgs = (argv: ReadonlyArray<string>): Args | "help" => {
   const people = integerIn("--people", peopleRaw, 1, 10_000_000, "a positive integer (at most 10000000)")
 
   const seedRaw = values.get("--seed")
-  const seed = seedRaw === undefined ? DEFAULT_SEED : integerIn("--seed", seedRaw, 0, 0xffffffff,
-    "an integer in [0, 4294967295]")
+  const seed = seedRaw === undefined ?
+    DEFAULT_SEED :
+    integerIn("--seed", seedRaw, 0, 0xffffffff, "an integer in [0, 4294967295]")
 
   const nowRaw = values.get("--now")
   let now = Date.now()

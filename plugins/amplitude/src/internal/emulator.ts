@@ -159,8 +159,7 @@ const html = (status: number, title: string, headers: Record<string, string> = {
   body: `<html><head><title>${title}</title></head><body><center><h1>${title}</h1></center></body></html>`
 })
 
-const isObject = (u: unknown): u is Record<string, unknown> =>
-  typeof u === "object" && u !== null && !Array.isArray(u)
+const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
 
 /** True when a JSON value holds a string longer than 1024 or nests deeper than 40 levels. */
 const tooLongOrDeep = (u: unknown, depth: number): boolean => {
@@ -613,10 +612,12 @@ export class Emulator {
   }
 
   private store(apiKey: string, event: Record<string, unknown>, now: number) {
-    for (const k of [
-      ...(typeof event.user_id === "string" ? [`u:${event.user_id}`] : []),
-      ...(typeof event.device_id === "string" ? [`d:${event.device_id}`] : [])
-    ]) {
+    for (
+      const k of [
+        ...(typeof event.user_id === "string" ? [`u:${event.user_id}`] : []),
+        ...(typeof event.device_id === "string" ? [`d:${event.device_id}`] : [])
+      ]
+    ) {
       this.recent.set(k, [...(this.recent.get(k) ?? []), now])
     }
     const insertId = typeof event.insert_id === "string" ? event.insert_id : null
