@@ -47,7 +47,7 @@ export const make = Effect.gen(function*() {
 
   const validate = (input: unknown, now: number): Either.Either<NewEvent, ReadonlyArray<FieldError>> =>
     Either.flatMap(decodeEvent(input, now), (event) => {
-      const definition = config.vocabulary[event.event]
+      const definition = Object.hasOwn(config.vocabulary, event.event) ? config.vocabulary[event.event] : undefined
       if (definition === undefined) {
         if (config.unknownEvents === "reject") {
           return Either.left([{

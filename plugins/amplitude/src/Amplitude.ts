@@ -9,7 +9,7 @@
  */
 import type { HttpClientError } from "@effect/platform"
 import { HttpClient, HttpClientRequest } from "@effect/platform"
-import { Destination } from "@tracklayer/core"
+import * as Destination from "@tracklayer/core/Destination"
 import { Clock, Config, Effect, Either, Option, Redacted, Schema } from "effect"
 import * as AmplitudeSandbox from "./Sandbox.js"
 

@@ -9,7 +9,7 @@
  * - `POST /__sandbox/config` `{ throttle?, epsThreshold?, throttleWindowMs?, maxBodyBytes?, apiKeys? }`
  */
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import type { Destination } from "@tracklayer/core"
+import type * as Destination from "@tracklayer/core/Destination"
 import { Effect, Schema } from "effect"
 import type { Scope } from "effect"
 import * as Http from "node:http"
