@@ -1,8 +1,9 @@
 /**
- * End-to-end harness: the real gateway (HTTP server, store, delivery) in this process on a free port, with the
- * Amplitude sandbox as its destination. The store is PGlite, or PostgreSQL in a private schema when DATABASE_URL
- * is set. Everything is released by `close()`.
+ * End-to-end harness: the real gateway (HTTP server, store, delivery) in this process on a free port, with an
+ * Amplitude sandbox per destination. The store is PGlite, or PostgreSQL in a private schema when DATABASE_URL is
+ * set. Everything is released by `close()`.
  */
+import type { HttpClient } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { type Destination, TrackLayerConfig, Vocabulary } from "@tracklayer/core"
 import { Amplitude, AmplitudeSandbox } from "@tracklayer/plugin-amplitude"
@@ -13,11 +14,24 @@ import { Config, Deferred, Effect, Exit, Layer, Scope } from "effect"
 export const WRITE_KEY = "tl_test_write_key_0123456789"
 export const ADMIN_KEY = "tl_test_admin_key_0123456789"
 
+/** One destination's sandbox and its control client. */
+export interface SandboxView {
+  readonly sandbox: AmplitudeSandbox.Sandbox
+  readonly events: () => Promise<ReadonlyArray<AmplitudeSandbox.StoredEvent>>
+  readonly stats: () => Promise<AmplitudeSandbox.Stats>
+  readonly setFaults: (f: AmplitudeSandbox.Faults) => Promise<void>
+}
+
 export interface Harness {
   readonly url: string
+  /** Destination id → its sandbox. */
+  readonly sandboxes: Readonly<Record<string, SandboxView>>
+  /** The first destination's sandbox. */
   readonly sandbox: AmplitudeSandbox.Sandbox
   readonly sandboxEvents: () => Promise<ReadonlyArray<AmplitudeSandbox.StoredEvent>>
   readonly sandboxStats: () => Promise<AmplitudeSandbox.Stats>
+  /** `GET /v1/destinations`. */
+  readonly destinations: () => Promise<Array<Record<string, any>>>
   readonly post: (
     body: unknown,
     init?: { key?: string; raw?: string; headers?: Record<string, string> }
@@ -28,27 +42,48 @@ export interface Harness {
 
 export interface HarnessOptions {
   readonly config?: Partial<TrackLayerConfig.TrackLayerConfigInput>
-  readonly amplitude?: Partial<Parameters<typeof Amplitude.destination>[0]>
+  /** Amplitude destinations, each with its own sandbox (default: one, `amplitude`, from the beginning). */
+  readonly destinations?: ReadonlyArray<{
+    readonly id: string
+    readonly startFrom?: Destination.StartFrom
+    /** Use this api key instead of the sandbox's (to provoke auth failures). */
+    readonly apiKey?: string
+  }>
   readonly throttle?: boolean
+  /** The store (default: a fresh TestStore). */
+  readonly store?: Layer.Layer<any, any, never>
 }
 
 const run = <A, E>(eff: Effect.Effect<A, E, never>) => Effect.runPromise(eff)
+const withClient = <A>(eff: Effect.Effect<A, never, HttpClient.HttpClient>) =>
+  run(Effect.provide(eff, NodeHttpClient.layerUndici))
 
 export const startHarness = async (options: HarnessOptions = {}): Promise<Harness> => {
   const scope = await run(Scope.make())
   try {
-    const sandbox = await run(
-      Scope.extend(AmplitudeSandbox.start({ port: 0, throttle: options.throttle ?? false }), scope)
-    )
-    const destination: Destination.DestinationInstance = Amplitude.destination({
-      id: "amplitude",
-      settings: Config.succeed({ apiKey: sandbox.apiKey, endpoint: sandbox.endpoint }),
-      startFrom: "beginning",
-      ...options.amplitude
-    })
+    const specs = options.destinations ?? [{ id: "amplitude", startFrom: "beginning" as const }]
+    const sandboxes: Record<string, SandboxView> = {}
+    const instances: Array<Destination.DestinationInstance> = []
+    for (const spec of specs) {
+      const sandbox = await run(
+        Scope.extend(AmplitudeSandbox.start({ port: 0, throttle: options.throttle ?? false }), scope)
+      )
+      sandboxes[spec.id] = {
+        sandbox,
+        events: () => withClient(sandbox.client.events()),
+        stats: () => withClient(sandbox.client.stats()),
+        setFaults: (f) => withClient(sandbox.client.setFaults(f))
+      }
+      instances.push(Amplitude.destination({
+        id: spec.id,
+        settings: Config.succeed({ apiKey: spec.apiKey ?? sandbox.apiKey, endpoint: sandbox.endpoint }),
+        ...(spec.startFrom !== undefined ? { startFrom: spec.startFrom } : {})
+      }))
+    }
+    const first = sandboxes[specs[0]!.id]!
     const resolved = TrackLayerConfig.resolve({
       vocabulary: Vocabulary.canonical,
-      destinations: [destination],
+      destinations: instances,
       delivery: { pollInterval: "50 millis", initialBackoff: "200 millis", maxBackoff: "2 seconds" },
       ...options.config
     })
@@ -58,18 +93,21 @@ export const startHarness = async (options: HarnessOptions = {}): Promise<Harnes
       config: resolved,
       listen: { port: 0, host: "127.0.0.1" },
       keys: Keys.layer([WRITE_KEY], ADMIN_KEY),
-      store: TestStore.layer as never,
+      store: (options.store ?? TestStore.layer) as never,
       onListening: (url) => Deferred.succeed(ready, url).pipe(Effect.asVoid)
     })
     await run(Scope.extend(Layer.buildWithScope(layer, scope), scope) as Effect.Effect<unknown, unknown, never>)
     const url = await run(Deferred.await(ready))
-    const withClient = <A>(eff: Effect.Effect<A, never, import("@effect/platform").HttpClient.HttpClient>) =>
-      run(Effect.provide(eff, NodeHttpClient.layerUndici))
     return {
       url,
-      sandbox,
-      sandboxEvents: () => withClient(sandbox.client.events()),
-      sandboxStats: () => withClient(sandbox.client.stats()),
+      sandboxes,
+      sandbox: first.sandbox,
+      sandboxEvents: first.events,
+      sandboxStats: first.stats,
+      destinations: async () => {
+        const res = await fetch(`${url}/v1/destinations`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+        return ((await res.json()) as { destinations: Array<Record<string, any>> }).destinations
+      },
       post: async (body, init = {}) => {
         const res = await fetch(`${url}/v1/events`, {
           method: "POST",
@@ -103,7 +141,7 @@ export const startHarness = async (options: HarnessOptions = {}): Promise<Harnes
   }
 }
 
-/** Polls `check` until it returns true or `timeoutMs` passes; returns the last value of `probe` for messages. */
+/** Polls `check` until it returns true or `timeoutMs` passes. */
 export const waitFor = async (check: () => Promise<boolean>, timeoutMs: number, intervalMs = 100): Promise<boolean> => {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {

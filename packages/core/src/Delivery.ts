@@ -222,8 +222,9 @@ const runSubscription = (
     const batchSize = plugin.limits.maxEventsPerRequest
 
     const startFrom = yield* store.startCursor(instance.startFrom ?? "end")
-    yield* sql`INSERT INTO tl_subscriptions (destination, plugin, cursor_tx, cursor_pos)
-      VALUES (${id}, ${plugin.name}, ${startFrom.tx}::xid8, ${startFrom.position}::bigint)
+    yield* sql`INSERT INTO tl_subscriptions (destination, plugin, cursor_tx, cursor_pos, start_tx, start_pos)
+      VALUES (${id}, ${plugin.name}, ${startFrom.tx}::xid8, ${startFrom.position}::bigint,
+        ${startFrom.tx}::xid8, ${startFrom.position}::bigint)
       ON CONFLICT (destination) DO NOTHING`
 
     const loadCursor = Effect.map(

@@ -22,8 +22,11 @@ export interface AttemptView {
 /** The story of one event at one destination. */
 export interface DestinationView {
   readonly destination: string
-  /** The latest state: `pending` (not yet read), `retrying`, or the final outcome. */
-  readonly status: "pending" | "accepted" | "rejected" | "dropped" | "retrying" | "dead_letter"
+  /**
+   * The latest state: `pending` (not yet read), `before_start` (older than the destination's start point, so never
+   * routed there), `retrying`, or the final outcome.
+   */
+  readonly status: "pending" | "before_start" | "accepted" | "rejected" | "dropped" | "retrying" | "dead_letter"
   readonly reason: string | null
   readonly dedupKey: string
   readonly payload: unknown
@@ -107,7 +110,15 @@ export const make = Effect.gen(function*() {
       WHERE event_id = ${eventId} AND position = ${e.position}::bigint`
     const queued = yield* sql<{ destination: string; next_attempt_at: Date; last_reason: string }>`
       SELECT destination, next_attempt_at, last_reason FROM tl_retry_queue WHERE position = ${e.position}::bigint`
-    const subs = yield* sql<{ destination: string }>`SELECT destination FROM tl_subscriptions`
+    const subs = yield* sql<
+      { destination: string; cursor_tx: string; cursor_pos: string; start_tx: string; start_pos: string }
+    >`
+      SELECT destination, cursor_tx::text AS cursor_tx, cursor_pos::text AS cursor_pos,
+        start_tx::text AS start_tx, start_pos::text AS start_pos FROM tl_subscriptions`
+    const cmp = (tx: string, pos: string) => {
+      const d = BigInt(e.tx) - BigInt(tx)
+      return d !== 0n ? (d > 0n ? 1 : -1) : Math.sign(Number(BigInt(e.position) - BigInt(pos)))
+    }
     const ids = new Set([
       ...delivery.instances.keys(),
       ...subs.map((s) => s.destination),
@@ -126,17 +137,24 @@ export const make = Effect.gen(function*() {
       const last = attempts[attempts.length - 1]
       const q = queued.find((x) => x.destination === destination)
       const p = payloads.find((x) => x.destination === destination)
+      const sub = subs.find((x) => x.destination === destination)
+      const beforeStart = sub !== undefined && cmp(sub.start_tx, sub.start_pos) <= 0
       const status: DestinationView["status"] = q
         ? "retrying"
         : last === undefined
-        ? "pending"
+        ? (beforeStart ? "before_start" : "pending")
         : last.outcome === "retry"
         ? "retrying"
         : last.outcome
       return {
         destination,
         status,
-        reason: q ? `${q.last_reason}; next attempt at ${q.next_attempt_at.toISOString()}` : last?.reason ?? null,
+        reason: q
+          ? `${q.last_reason}; next attempt at ${q.next_attempt_at.toISOString()}`
+          : last?.reason ??
+            (beforeStart && last === undefined
+              ? `stored before ${destination} was added; it starts from its configured start point (replay sends history)`
+              : null),
         dedupKey: p?.dedup_key ?? e.dedupKey,
         payload: p?.payload ?? null,
         attempts

@@ -34,6 +34,8 @@ const m0001 = Effect.gen(function*() {
     plugin text NOT NULL,
     cursor_tx xid8 NOT NULL,
     cursor_pos bigint NOT NULL,
+    start_tx xid8 NOT NULL,
+    start_pos bigint NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
   )`
