@@ -4,7 +4,7 @@ import * as net from "node:net"
 import * as path from "node:path"
 
 export const ROOT = path.resolve(__dirname, "../..")
-export const BIN = path.join(ROOT, "packages/cli/src/bin.ts")
+export const BIN = path.join(ROOT, "packages/cli/bin/tracklayer.mjs")
 
 /** A free TCP port on loopback. */
 export const freePort = () =>
@@ -30,7 +30,7 @@ export const startGateway = async (
   port: number
 ): Promise<Gateway> => {
   let out = ""
-  const child = spawn(process.execPath, ["--import", "tsx", BIN, "serve", "--port", String(port), ...args], {
+  const child = spawn(process.execPath, [BIN, "serve", "--port", String(port), ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]
