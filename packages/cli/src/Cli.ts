@@ -138,7 +138,7 @@ const send = Command.make(
       if (summary.rejections.length > 10) yield* Console.log(`  … and ${summary.rejections.length - 10} more rejected`)
       for (const f of [...new Set(summary.failures)].slice(0, 5)) yield* Console.log(`  request failed: ${f}`)
       if (summary.failed > 0 || summary.rejected > 0) {
-        return yield* new UsageError({
+        return yield* new Send.SendError({
           message: summary.failed > 0 ? "some requests failed" : "some events were rejected"
         })
       }
