@@ -20,6 +20,8 @@ import {
   type SendError
 } from "./Destination.js"
 import { type Cursor, EventStore, type StoredEvent } from "./EventStore.js"
+import { IdentityGraph } from "./Identity.js"
+import { Projector } from "./Projector.js"
 import { ConfigError, type ResolvedConfig, TrackLayerConfig } from "./TrackLayerConfig.js"
 
 /** Where one destination stands. */
@@ -97,7 +99,7 @@ export const identityOf = (e: StoredEvent): Identity => {
 }
 
 /** The view of a stored event that plugins receive. */
-export const toDeliveryEvent = (e: StoredEvent): DeliveryEvent => ({
+export const toDeliveryEvent = (e: StoredEvent, identity: Identity = identityOf(e)): DeliveryEvent => ({
   position: e.position,
   eventId: e.eventId,
   name: e.name,
@@ -105,7 +107,7 @@ export const toDeliveryEvent = (e: StoredEvent): DeliveryEvent => ({
   timestamp: e.event.timestamp,
   receivedAt: e.receivedAt.getTime(),
   event: e.event,
-  identity: identityOf(e)
+  identity
 })
 
 /** Purposes granted when an event says nothing (advertising and CRM need an explicit grant). */
@@ -215,6 +217,8 @@ const runSubscription = (
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const store = yield* EventStore
+    const graph = yield* IdentityGraph
+    const projector = yield* Projector
     const { instance, settings } = d
     const plugin = instance.plugin
     const id = instance.id
@@ -273,7 +277,10 @@ const runSubscription = (
             duration_ms: extra.duration_ms ?? null
           })
 
-        for (const e of events) {
+        // Only tracked events are routed; identity and consent records just move the cursor on.
+        const tracked = events.filter((e) => e.kind === "track")
+        const identities = yield* graph.resolve(tracked)
+        for (const e of tracked) {
           const decision = routeDecision(d, e, now)
           if (decision) {
             record(e, "dropped", `${decision.reason}: ${decision.detail}`)
@@ -281,7 +288,7 @@ const runSubscription = (
             dropped++
             continue
           }
-          const de = toDeliveryEvent(e)
+          const de = toDeliveryEvent(e, identities.get(e.position))
           const t = Either.try(() => plugin.transform(de, settings)).pipe(
             Either.flatMap((x) => x),
             Either.mapLeft((err) =>
@@ -520,7 +527,7 @@ const runSubscription = (
         return due.length
       }
       const cursor = yield* loadCursor
-      const events = yield* store.readAfter(cursor, batchSize)
+      const events = yield* store.readAfter(cursor, batchSize, yield* projector.cursor)
       if (events.length === 0) return 0
       const last = events[events.length - 1]!
       yield* process(events, new Map(), { tx: last.tx, position: last.position })
@@ -580,5 +587,5 @@ export const make = Effect.gen(function*() {
 export const layer: Layer.Layer<
   Delivery,
   ConfigError,
-  TrackLayerConfig | EventStore | SqlClient.SqlClient | HttpClient.HttpClient
+  TrackLayerConfig | EventStore | IdentityGraph | Projector | SqlClient.SqlClient | HttpClient.HttpClient
 > = Layer.scoped(Delivery, make)

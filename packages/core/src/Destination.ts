@@ -18,6 +18,8 @@ export const PLUGIN_API_VERSION = "1.0.0"
 /** Everything known about a person's identifiers when an event is shaped (grows with the identity graph). */
 export interface Identity {
   readonly personKey: string
+  /** The person in the identity graph, when the event is attributed to one. */
+  readonly personId?: string
   readonly userId?: string
   readonly deviceId?: string
   readonly emails: ReadonlyArray<string>
@@ -26,6 +28,8 @@ export interface Identity {
   readonly phoneSha256: ReadonlyArray<string>
   /** Click id name → value (`fbc`, `gclid`, `li_fat_id`, …). */
   readonly clickIds: Readonly<Record<string, string>>
+  /** Click id name → epoch ms when it was first seen (the click time, for ids that do not embed it). */
+  readonly clickIdsSeenAt?: Readonly<Record<string, number>>
 }
 
 /** One stored event as a destination sees it. */

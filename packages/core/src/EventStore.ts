@@ -35,6 +35,8 @@ export interface NewEvent {
 
 /** A stored event. */
 export interface StoredEvent {
+  /** `track` for events from producers; `identity` for identity-graph changes; `consent` for consent updates. */
+  readonly kind: string
   readonly tx: string
   readonly position: string
   readonly eventId: string
@@ -51,6 +53,7 @@ export interface StoredEvent {
 }
 
 interface Row {
+  readonly kind: string
   readonly tx: string
   readonly position: string
   readonly event_id: string
@@ -67,6 +70,7 @@ interface Row {
 }
 
 const fromRow = (r: Row): StoredEvent => ({
+  kind: r.kind,
   tx: r.tx,
   position: r.position,
   eventId: r.event_id,
@@ -90,8 +94,15 @@ export class EventStore extends Context.Tag("@tracklayer/core/EventStore")<Event
    * was claimed by another event is stored with `duplicateOf` set to that event's id.
    */
   readonly append: (events: ReadonlyArray<NewEvent>) => Effect.Effect<ReadonlySet<string>, SqlError.SqlError>
-  /** Reads up to `limit` events after `cursor`, in log order, never past an in-flight transaction. */
-  readonly readAfter: (cursor: Cursor, limit: number) => Effect.Effect<ReadonlyArray<StoredEvent>, SqlError.SqlError>
+  /**
+   * Reads up to `limit` events after `cursor`, in log order, never past an in-flight transaction, and never past
+   * `upTo` when given (delivery reads only what the identity/consent projection has already folded in).
+   */
+  readonly readAfter: (
+    cursor: Cursor,
+    limit: number,
+    upTo?: Cursor
+  ) => Effect.Effect<ReadonlyArray<StoredEvent>, SqlError.SqlError>
   /** Loads events by position (for retries). */
   readonly byPositions: (
     positions: ReadonlyArray<string>
@@ -102,7 +113,8 @@ export class EventStore extends Context.Tag("@tracklayer/core/EventStore")<Event
   readonly startCursor: (from: StartFrom) => Effect.Effect<Cursor, SqlError.SqlError>
 }>() {}
 
-const cols = `tx::text AS tx, position::text AS position, event_id, event_name, routable, partition_key, person_key,
+const cols =
+  `kind, tx::text AS tx, position::text AS position, event_id, event_name, routable, partition_key, person_key,
   dedup_key, duplicate_of, occurred_at, received_at, contract_version, body`
 
 /** Builds the store on the current SQL client. */
@@ -160,10 +172,18 @@ export const make = Effect.gen(function*() {
       return new Set(inserted.map((r) => r.event_id))
     })
 
-  const readAfter = Effect.fn("EventStore.readAfter")(function*(cursor: Cursor, limit: number) {
-    const rows = yield* sql<Row>`
+  const readAfter = Effect.fn("EventStore.readAfter")(function*(cursor: Cursor, limit: number, upTo?: Cursor) {
+    const rows = upTo === undefined
+      ? yield* sql<Row>`
       SELECT ${sql.literal(cols)} FROM tl_log
       WHERE (tx, position) > (${cursor.tx}::xid8, ${cursor.position}::bigint)
+        AND tx < pg_snapshot_xmin(pg_current_snapshot())
+      ORDER BY tl_log.tx, tl_log.position
+      LIMIT ${limit}`
+      : yield* sql<Row>`
+      SELECT ${sql.literal(cols)} FROM tl_log
+      WHERE (tx, position) > (${cursor.tx}::xid8, ${cursor.position}::bigint)
+        AND (tx, position) <= (${upTo.tx}::xid8, ${upTo.position}::bigint)
         AND tx < pg_snapshot_xmin(pg_current_snapshot())
       ORDER BY tl_log.tx, tl_log.position
       LIMIT ${limit}`

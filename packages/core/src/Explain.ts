@@ -121,7 +121,7 @@ export const make = Effect.gen(function*() {
     }
     const ids = new Set([
       ...delivery.instances.keys(),
-      ...subs.map((s) => s.destination),
+      ...subs.map((s) => s.destination).filter((d) => !d.startsWith("$")),
       ...records.map((r) => r.destination)
     ])
     const destinations = [...ids].sort().map((destination): DestinationView => {

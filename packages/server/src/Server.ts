@@ -3,7 +3,16 @@
  */
 import { HttpServer } from "@effect/platform"
 import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
-import { Database, Delivery, EventStore, Explain, Ingest, TrackLayerConfig } from "@tracklayer/core"
+import {
+  Database,
+  Delivery,
+  EventStore,
+  Explain,
+  Identity,
+  Ingest,
+  Projector,
+  TrackLayerConfig
+} from "@tracklayer/core"
 import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
 import * as Gateway from "./Gateway.js"
@@ -20,11 +29,14 @@ export const pipeline = <E, R>(
   config: TrackLayerConfig.ResolvedConfig,
   store: Layer.Layer<Database.Store | import("@effect/sql").SqlClient.SqlClient, E, R>
 ) => {
-  const base = EventStore.layer.pipe(Layer.provideMerge(store))
+  const configLayer = Layer.succeed(TrackLayerConfig.TrackLayerConfig, config)
+  const base = Layer.mergeAll(EventStore.layer, Identity.layer).pipe(Layer.provideMerge(store))
+  // The projector folds the log into identity and consent state; delivery reads only what it has folded.
+  const projected = Projector.layer.pipe(Layer.provideMerge(base), Layer.provide(configLayer))
   const services = Layer.mergeAll(Ingest.layer, Delivery.layer).pipe(
-    Layer.provideMerge(base),
+    Layer.provideMerge(projected),
     Layer.provide(NodeHttpClient.layerUndici),
-    Layer.provide(Layer.succeed(TrackLayerConfig.TrackLayerConfig, config))
+    Layer.provide(configLayer)
   )
   return Explain.layer.pipe(Layer.provideMerge(services))
 }

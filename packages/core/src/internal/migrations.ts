@@ -93,7 +93,42 @@ const m0001 = Effect.gen(function*() {
   )`
 })
 
+const m0002 = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  // The identity graph (a projection of the log; rebuildable by replaying it).
+  yield* sql`CREATE TABLE tl_people (
+    person_id text PRIMARY KEY,
+    user_id text UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now()
+  )`
+  yield* sql`CREATE TABLE tl_identifiers (
+    key text PRIMARY KEY,
+    kind text NOT NULL,
+    users text[] NOT NULL DEFAULT '{}',
+    person_id text,
+    raw text,
+    first_seen_at timestamptz NOT NULL,
+    last_seen_at timestamptz NOT NULL
+  )`
+  yield* sql`CREATE INDEX tl_identifiers_person ON tl_identifiers (person_id)`
+  yield* sql`CREATE TABLE tl_identity_edges (a text NOT NULL, b text NOT NULL, PRIMARY KEY (a, b))`
+  yield* sql`CREATE INDEX tl_identity_edges_b ON tl_identity_edges (b)`
+  // Consent choices, keyed by the identifier they were made under (so they follow the person through merges).
+  yield* sql`CREATE TABLE tl_consent_choices (
+    id bigserial PRIMARY KEY,
+    identifier text NOT NULL,
+    purpose text NOT NULL,
+    granted boolean NOT NULL,
+    at timestamptz NOT NULL,
+    source text NOT NULL,
+    log_tx xid8 NOT NULL,
+    log_position bigint NOT NULL
+  )`
+  yield* sql`CREATE INDEX tl_consent_choices_identifier ON tl_consent_choices (identifier)`
+})
+
 /** Migration id_name → effect, in order. */
 export const migrations = {
-  "0001_event_log": m0001
+  "0001_event_log": m0001,
+  "0002_identity_consent": m0002
 }

@@ -1,0 +1,86 @@
+/**
+ * The projector: one subscription that folds the log, in order, into the current-state tables (identity graph,
+ * consent choices). It is the only writer of those tables, so there are no races between concurrent ingests, and
+ * replaying the log from the start rebuilds them. Delivery reads only events the projector has already folded in,
+ * so a destination always sees the identity and consent that include the event itself.
+ */
+import { SqlClient, type SqlError } from "@effect/sql"
+import { Context, Duration, Effect, Layer } from "effect"
+import { type Cursor, EventStore, origin, type StoredEvent } from "./EventStore.js"
+import { identifiersOf, IdentityGraph } from "./Identity.js"
+import { TrackLayerConfig } from "./TrackLayerConfig.js"
+
+/** The subscription row of the projector in `tl_subscriptions`. */
+export const PROJECTION = "$projection"
+
+/** The projector service. */
+export class Projector extends Context.Tag("@tracklayer/core/Projector")<Projector, {
+  /** How far the projection has folded the log. */
+  readonly cursor: Effect.Effect<Cursor, SqlError.SqlError>
+}>() {}
+
+/** Consent choices carried by events: inline consent on a tracked event, or a consent update. */
+export const consentChoicesOf = (e: StoredEvent) => {
+  const choices = e.event.consent
+  if (choices === undefined) return []
+  const [primary] = identifiersOf(e.event)
+  if (primary === undefined) return []
+  return Object.entries(choices).map(([purpose, granted]) => ({
+    identifier: primary.key,
+    purpose,
+    granted,
+    at: new Date(e.event.timestamp),
+    source: e.kind === "consent" ? "update" : "event",
+    log_tx: e.tx,
+    log_position: e.position
+  }))
+}
+
+export const make = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const store = yield* EventStore
+  const identity = yield* IdentityGraph
+  const config = yield* TrackLayerConfig
+
+  yield* sql`INSERT INTO tl_subscriptions (destination, plugin, cursor_tx, cursor_pos, start_tx, start_pos)
+    VALUES (${PROJECTION}, 'core', ${origin.tx}::xid8, ${origin.position}::bigint, ${origin.tx}::xid8, ${origin.position}::bigint)
+    ON CONFLICT (destination) DO NOTHING`
+
+  const cursor = Effect.map(
+    sql<Cursor>`SELECT cursor_tx::text AS tx, cursor_pos::text AS position FROM tl_subscriptions
+      WHERE destination = ${PROJECTION}`,
+    (rows) => rows[0] ?? origin
+  )
+
+  const step = Effect.gen(function*() {
+    const from = yield* cursor
+    const events = yield* store.readAfter(from, 1000)
+    if (events.length === 0) return 0
+    const last = events[events.length - 1]!
+    yield* sql.withTransaction(Effect.gen(function*() {
+      yield* identity.project(events)
+      const choices = events.flatMap((e) => (e.kind === "track" || e.kind === "consent" ? consentChoicesOf(e) : []))
+      if (choices.length > 0) yield* sql`INSERT INTO tl_consent_choices ${sql.insert(choices)}`
+      yield* sql`UPDATE tl_subscriptions SET cursor_tx = ${last.tx}::xid8, cursor_pos = ${last.position}::bigint,
+        updated_at = now() WHERE destination = ${PROJECTION}`
+    }))
+    return events.length
+  })
+
+  yield* step.pipe(
+    Effect.catchAllCause((cause) =>
+      Effect.logError("projector: step failed; retrying", cause).pipe(
+        Effect.zipRight(Effect.sleep(Duration.seconds(1))),
+        Effect.as(1)
+      )
+    ),
+    Effect.flatMap((n) => (n === 0 ? Effect.sleep(config.delivery.pollInterval) : Effect.void)),
+    Effect.forever,
+    Effect.forkScoped
+  )
+
+  return Projector.of({ cursor })
+})
+
+/** The projector, running in the background while the layer is alive. */
+export const layer = Layer.scoped(Projector, make)
