@@ -6,7 +6,7 @@ import { Generator } from "@tracklayer/testkit"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type Harness, startHarness, waitFor } from "../support/harness.js"
+import { ADMIN_KEY, type Harness, startHarness, waitFor, WRITE_KEY } from "../support/harness.js"
 
 const fixture = fs.readFileSync(path.join(__dirname, "../fixtures/seed-journeys.ndjson"), "utf8")
   .trim().split("\n").map((l) => JSON.parse(l) as Record<string, any>)
@@ -234,6 +234,41 @@ describe("gateway end to end", () => {
         trial_plan: "pro",
         trial_days: 14
       })
+      // The identity graph joined the anonymous device, the email and the click ids into usr_8421's person.
+      const res8421 = await fetch(`${h.url}/v1/people/${encodeURIComponent("user:usr_8421")}`, {
+        headers: { authorization: `Bearer ${ADMIN_KEY}` }
+      })
+      expect(res8421.status).toBe(200)
+      const person = await res8421.json()
+      expect(person.user_id).toBe("usr_8421")
+      expect(person.identifiers.map((i: any) => i.key).sort()).toEqual([
+        `click:fbc:${rebased[0]!.context.click_ids.fbc}`, // rebasing moved the click time with the events
+        "click:gclid:Cj0KCQ-test-gclid-1",
+        "device:web_91f3",
+        // printf '%s' jane.doe@example.com | sha256sum
+        "email:86e0b9e56c17cc4d12387e1949b85053fbe73bc3ce5a1188713a9d300cc6133d",
+        "user:usr_8421"
+      ])
+      expect(JSON.stringify(person)).not.toContain("Jane.Doe")
+      expect(person.traits).toMatchObject({
+        plan: "pro",
+        lifecycle_stage: "active_customer",
+        acquisition_channel: "paid_social",
+        country: "DE"
+      })
+      expect(person.consent.advertising.granted).toBe(true)
+      const byDevice = await fetch(`${h.url}/v1/people/${encodeURIComponent("device:web_a7c2")}`, {
+        headers: { authorization: `Bearer ${ADMIN_KEY}` }
+      })
+      const p5530 = await byDevice.json()
+      expect(p5530.user_id).toBe("usr_5530")
+      expect(p5530.consent.advertising).toMatchObject({ granted: false, source: "event" })
+      const unknown = await fetch(`${h.url}/v1/people/nobody`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+      expect(unknown.status).toBe(404)
+      const noAdmin = await fetch(`${h.url}/v1/people/${encodeURIComponent("user:usr_8421")}`, {
+        headers: { authorization: `Bearer ${WRITE_KEY}` }
+      })
+      expect(noAdmin.status).toBe(401)
       const renewal = stored.find((s) => s.insert_id === "subscription_renewed:sub_77:2026-04")!
       expect(renewal.event["event_type"]).toBe("subscription_renewed")
     },

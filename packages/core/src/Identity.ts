@@ -78,6 +78,14 @@ export const identifiersOf = (e: CanonicalEvent): ReadonlyArray<Identifier> => {
 export interface Person {
   readonly person_id: string
   readonly user_id: string | null
+  /** Durable traits (user_properties), latest value by event time. */
+  readonly traits: Readonly<Record<string, unknown>>
+  /** Purpose → the latest explicit choice (inline consent or consent update). */
+  readonly consent: Readonly<
+    Record<string, { readonly granted: boolean; readonly at: string; readonly source: string }>
+  >
+  /** Audience memberships (filled by the cohort exchange). */
+  readonly audiences: ReadonlyArray<string>
   /** Identifier keys (emails and phones as SHA-256, never raw). */
   readonly identifiers: ReadonlyArray<
     { readonly key: string; readonly kind: string; readonly first_seen_at: string; readonly last_seen_at: string }
@@ -359,9 +367,22 @@ export const make = Effect.gen(function*() {
       SELECT key, kind, first_seen_at, last_seen_at FROM tl_identifiers WHERE person_id = ${personId} ORDER BY first_seen_at`
     const [user] = yield* sql<{ user_id: string }>`SELECT user_id FROM tl_people WHERE person_id = ${personId}`
     if (ids.length === 0 && !user) return undefined
+    const keys = [...ids.map((i) => i.key), ...(user ? [`user:${user.user_id}`] : [])]
+    const traitRows = yield* sql<{ key: string; value: unknown; at: Date }>`
+      SELECT key, value, at FROM tl_traits WHERE identifier = ANY(${keys}::text[]) ORDER BY at, key`
+    const traits: Record<string, unknown> = {}
+    for (const t of traitRows) traits[t.key] = t.value
+    const choices = yield* sql<{ purpose: string; granted: boolean; at: Date; source: string }>`
+      SELECT purpose, granted, at, source FROM tl_consent_choices WHERE identifier = ANY(${keys}::text[])
+      ORDER BY at, granted DESC, id`
+    const consent: Record<string, { granted: boolean; at: string; source: string }> = {}
+    for (const c of choices) consent[c.purpose] = { granted: c.granted, at: c.at.toISOString(), source: c.source }
     return {
       person_id: personId,
       user_id: user?.user_id ?? null,
+      traits,
+      consent,
+      audiences: [],
       identifiers: [
         ...(user ? [{ key: `user:${user.user_id}`, kind: "user", first_seen_at: "", last_seen_at: "" }] : []),
         ...ids.map((i) => ({

@@ -61,6 +61,30 @@ export const make = Effect.gen(function*() {
       yield* identity.project(events)
       const choices = events.flatMap((e) => (e.kind === "track" || e.kind === "consent" ? consentChoicesOf(e) : []))
       if (choices.length > 0) yield* sql`INSERT INTO tl_consent_choices ${sql.insert(choices)}`
+      const traits = new Map<string, { identifier: string; key: string; value: string; at: Date }>()
+      for (const e of events) {
+        if (e.kind !== "track") continue
+        const [primary] = identifiersOf(e.event)
+        for (const [key, value] of Object.entries(e.event.user_properties ?? {})) {
+          if (primary === undefined || value === undefined) continue
+          const id = `${primary.key}\u0000${key}`
+          const prev = traits.get(id)
+          if (!prev || prev.at.getTime() <= e.event.timestamp) {
+            traits.set(id, {
+              identifier: primary.key,
+              key,
+              value: JSON.stringify(value),
+              at: new Date(e.event.timestamp)
+            })
+          }
+        }
+      }
+      if (traits.size > 0) {
+        // Latest by event time wins, whatever order the events arrive in.
+        yield* sql`INSERT INTO tl_traits ${sql.insert([...traits.values()])}
+          ON CONFLICT (identifier, key) DO UPDATE SET value = EXCLUDED.value, at = EXCLUDED.at
+          WHERE tl_traits.at <= EXCLUDED.at`
+      }
       yield* sql`UPDATE tl_subscriptions SET cursor_tx = ${last.tx}::xid8, cursor_pos = ${last.position}::bigint,
         updated_at = now() WHERE destination = ${PROJECTION}`
     }))

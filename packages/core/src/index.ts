@@ -1,4 +1,5 @@
 /** @tracklayer/core — event contract, plugin API, pipeline layers and the SQL event store. */
+export * as Consent from "./Consent.js"
 export * as Contract from "./Contract.js"
 export * as Database from "./Database.js"
 export * as Delivery from "./Delivery.js"

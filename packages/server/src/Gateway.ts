@@ -4,7 +4,7 @@
  */
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
-import { Contract, Database, Delivery, Explain, Ingest } from "@tracklayer/core"
+import { Contract, Database, Delivery, Explain, Identity, Ingest } from "@tracklayer/core"
 import { Chunk, Data, Effect, Option, Stream } from "effect"
 import { bearer, Keys, matches } from "./Keys.js"
 
@@ -126,6 +126,22 @@ const explainHandler = Effect.gen(function*() {
   return yield* HttpServerResponse.json(result)
 })
 
+const personHandler = Effect.gen(function*() {
+  yield* authorize("admin")
+  const params = yield* HttpRouter.params
+  const id = params["id"] ?? ""
+  const graph = yield* Identity.IdentityGraph
+  const person = yield* graph.person(id).pipe(Effect.mapError(unavailable))
+  if (person === undefined) {
+    return yield* failure(
+      404,
+      "not_found",
+      `no person "${id}" (use a person id, user:<user_id>, device:<device_id> or another identifier key)`
+    )
+  }
+  return yield* HttpServerResponse.json(person)
+})
+
 const destinationsHandler = Effect.gen(function*() {
   yield* authorize("admin")
   const delivery = yield* Delivery.Delivery
@@ -137,7 +153,8 @@ export const router = HttpRouter.empty.pipe(
   HttpRouter.post("/v1/events", ingestHandler),
   HttpRouter.get("/healthz", healthHandler),
   HttpRouter.get("/v1/events/:event_id/explain", explainHandler),
-  HttpRouter.get("/v1/destinations", destinationsHandler)
+  HttpRouter.get("/v1/destinations", destinationsHandler),
+  HttpRouter.get("/v1/people/:id", personHandler)
 )
 
 /** The HTTP app: typed failures become JSON errors; unknown routes a JSON 404. */

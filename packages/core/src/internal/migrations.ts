@@ -125,6 +125,14 @@ const m0002 = Effect.gen(function*() {
     log_position bigint NOT NULL
   )`
   yield* sql`CREATE INDEX tl_consent_choices_identifier ON tl_consent_choices (identifier)`
+  // Durable traits (user_properties), latest value per identifier and key by event time.
+  yield* sql`CREATE TABLE tl_traits (
+    identifier text NOT NULL,
+    key text NOT NULL,
+    value jsonb NOT NULL,
+    at timestamptz NOT NULL,
+    PRIMARY KEY (identifier, key)
+  )`
 })
 
 /** Migration id_name → effect, in order. */
