@@ -37,6 +37,8 @@ export interface Harness {
     init?: { key?: string; raw?: string; headers?: Record<string, string> }
   ) => Promise<{ status: number; json: any; headers: Headers }>
   readonly explain: (eventId: string) => Promise<{ status: number; json: any }>
+  /** `POST /v1/consent`. */
+  readonly consent: (updates: ReadonlyArray<unknown>) => Promise<{ status: number; json: any }>
   readonly close: () => Promise<void>
 }
 
@@ -48,6 +50,8 @@ export interface HarnessOptions {
     readonly startFrom?: Destination.StartFrom
     /** Use this api key instead of the sandbox's (to provoke auth failures). */
     readonly apiKey?: string
+    /** Consent purposes the instance needs (default: the plugin's, analytics). */
+    readonly purposes?: ReadonlyArray<string>
   }>
   readonly throttle?: boolean
   /** The store (default: a fresh TestStore). */
@@ -77,7 +81,8 @@ export const startHarness = async (options: HarnessOptions = {}): Promise<Harnes
       instances.push(Amplitude.destination({
         id: spec.id,
         settings: Config.succeed({ apiKey: spec.apiKey ?? sandbox.apiKey, endpoint: sandbox.endpoint }),
-        ...(spec.startFrom !== undefined ? { startFrom: spec.startFrom } : {})
+        ...(spec.startFrom !== undefined ? { startFrom: spec.startFrom } : {}),
+        ...(spec.purposes !== undefined ? { purposes: spec.purposes } : {})
       }))
     }
     const first = sandboxes[specs[0]!.id]!
@@ -130,6 +135,14 @@ export const startHarness = async (options: HarnessOptions = {}): Promise<Harnes
       explain: async (eventId) => {
         const res = await fetch(`${url}/v1/events/${encodeURIComponent(eventId)}/explain`, {
           headers: { authorization: `Bearer ${ADMIN_KEY}` }
+        })
+        return { status: res.status, json: await res.json() }
+      },
+      consent: async (updates) => {
+        const res = await fetch(`${url}/v1/consent`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: `Bearer ${WRITE_KEY}` },
+          body: JSON.stringify({ updates })
         })
         return { status: res.status, json: await res.json() }
       },

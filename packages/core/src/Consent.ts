@@ -45,38 +45,8 @@ const COUNTRY_HINTS: Readonly<Record<string, string>> = {
 }
 
 /** The European Economic Area: the 27 EU member states plus Iceland, Liechtenstein and Norway (GDPR applies). */
-export const EEA_COUNTRIES: ReadonlyArray<string> = [
-  "AT",
-  "BE",
-  "BG",
-  "CY",
-  "CZ",
-  "DE",
-  "DK",
-  "EE",
-  "ES",
-  "FI",
-  "FR",
-  "GR",
-  "HR",
-  "HU",
-  "IE",
-  "IS",
-  "IT",
-  "LI",
-  "LT",
-  "LU",
-  "LV",
-  "MT",
-  "NL",
-  "NO",
-  "PL",
-  "PT",
-  "RO",
-  "SE",
-  "SI",
-  "SK"
-]
+export const EEA_COUNTRIES: ReadonlyArray<string> =
+  "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IS IT LI LT LU LV MT NL NO PL PT RO SE SI SK".split(" ")
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Policy configuration (what an operator writes under `consent` in tracklayer.config.ts)
@@ -128,7 +98,7 @@ export type PolicyConfig = typeof PolicyConfig.Encoded
 const POLICY_KEYS = ["purposes", "defaults", "jurisdictions", "personalisationPurpose"]
 const JURISDICTION_KEYS = ["name", "countries", "sources", "defaults"]
 
-/** Why a consent configuration is unusable: the field (`consent.jurisdictions[1].defaults.advertising`) and what is wrong. */
+/** Why a `consent` section is unusable: the field (`consent.jurisdictions[1].defaults.advertising`) and why. */
 export interface PolicyIssue {
   readonly field: string
   readonly detail: string

@@ -259,3 +259,59 @@ export type EventResult = typeof EventResult.Type
 /** Response body of `POST /v1/events`. */
 export const IngestResponse = Schema.Struct({ results: Schema.Array(EventResult) })
 export type IngestResponse = typeof IngestResponse.Type
+
+/** One consent update (`POST /v1/consent`): a person's choices, identified like an event. */
+export const ConsentUpdateWire = Schema.Struct({
+  update_id: opt(NonEmpty(128).annotations({ description: "idempotency key; a repeat is answered `duplicate`" })),
+  timestamp: opt(TimestampWire),
+  user_id: opt(NonEmpty(1024)),
+  device_id: opt(NonEmpty(1024)),
+  user: opt(UserWire),
+  consent: Schema.Record({ key: Schema.String, value: Schema.Boolean })
+}).annotations({ identifier: "ConsentUpdate" })
+
+/** At most this many consent updates per request. */
+export const MAX_CONSENT_UPDATES = 500
+
+const decodeConsentWire = Schema.decodeUnknownEither(ConsentUpdateWire, { errors: "all", onExcessProperty: "error" })
+
+/**
+ * Validates one consent update and turns it into a canonical event named `consent_update` (stored in the log with
+ * kind `consent`). `purposes` are the configured ones; `newId` names updates sent without an `update_id`.
+ */
+export const decodeConsentUpdate = (
+  input: unknown,
+  now: number,
+  purposes: ReadonlyArray<string>,
+  newId: () => string
+): Either.Either<CanonicalEvent, ReadonlyArray<FieldError>> => {
+  const decoded = decodeConsentWire(input)
+  if (Either.isLeft(decoded)) return Either.left(fieldErrors(decoded.left))
+  const w = decoded.right
+  const errors: Array<FieldError> = []
+  const timestamp = w.timestamp === undefined ? now : parseTimestamp(w.timestamp)
+  if (!Number.isFinite(timestamp) || timestamp < MIN_TIMESTAMP_MS || timestamp > now + MAX_FUTURE_SKEW_MS) {
+    errors.push({ path: "timestamp", message: "not a valid date-time within 2000-01-01 and 24 hours from now" })
+  }
+  const names = Object.keys(w.consent)
+  if (names.length === 0) errors.push({ path: "consent", message: "names no purpose" })
+  for (const p of names) {
+    if (!purposes.includes(p)) {
+      errors.push({ path: `consent.${p}`, message: `"${p}" is not a consent purpose; known: ${purposes.join(", ")}` })
+    }
+  }
+  const u = w.user
+  if (
+    w.user_id === undefined && w.device_id === undefined && u?.email === undefined && u?.phone === undefined &&
+    u?.email_sha256 === undefined && u?.phone_sha256 === undefined
+  ) {
+    errors.push({
+      path: "user_id",
+      message: "at least one identifier is required: user_id, device_id, user.email, user.phone, " +
+        "user.email_sha256 or user.phone_sha256"
+    })
+  }
+  if (errors.length > 0) return Either.left(errors)
+  const { update_id, timestamp: _t, ...rest } = w
+  return Either.right({ ...rest, event_id: update_id ?? newId(), event: "consent_update", timestamp })
+}

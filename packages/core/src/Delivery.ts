@@ -10,6 +10,7 @@
 import type { HttpClient } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Context, Duration, Effect, Either, Layer, ParseResult, Ref, Schedule, Schema } from "effect"
+import * as Consent from "./Consent.js"
 import {
   type DeliveryEvent,
   type DestinationInstance,
@@ -20,7 +21,7 @@ import {
   type SendError
 } from "./Destination.js"
 import { type Cursor, EventStore, type StoredEvent } from "./EventStore.js"
-import { IdentityGraph } from "./Identity.js"
+import { IdentityGraph, type Resolved } from "./Identity.js"
 import { Projector } from "./Projector.js"
 import { ConfigError, type ResolvedConfig, TrackLayerConfig } from "./TrackLayerConfig.js"
 
@@ -110,29 +111,31 @@ export const toDeliveryEvent = (e: StoredEvent, identity: Identity = identityOf(
   identity
 })
 
-/** Purposes granted when an event says nothing (advertising and CRM need an explicit grant). */
-const DEFAULT_GRANTED: ReadonlySet<string> = new Set(["analytics"])
+/** A person's consent changes, as the projector recorded them. */
+export type ConsentHistory = ReadonlyArray<Consent.ConsentChange>
 
 /** Why an event is not sent to a destination, in the documented order; undefined when it is routed. */
 export const routeDecision = (
   d: ResolvedDestination,
   e: StoredEvent,
-  now: number
+  now: number,
+  policy: Consent.ConsentPolicy = Consent.defaultPolicy,
+  history: ConsentHistory = []
 ): { readonly reason: "not_mapped" | "consent" | "duplicate" | "window"; readonly detail: string } | undefined => {
   if (!e.routable) return { reason: "not_mapped", detail: `"${e.name}" is not in the vocabulary (stored, not routed)` }
   if (d.instance.events !== undefined && !d.instance.events.includes(e.name)) {
     return { reason: "not_mapped", detail: `"${e.name}" is not among the events routed to ${d.instance.id}` }
   }
-  for (const purpose of d.instance.plugin.purposes) {
-    const given = e.event.consent?.[purpose]
-    const granted = given ?? DEFAULT_GRANTED.has(purpose)
-    if (!granted) {
-      return {
-        reason: "consent",
-        detail: `${purpose} ${given === false ? "denied" : "not granted"} (required by ${d.instance.id})`
-      }
-    }
-  }
+  const consent = Consent.decide(policy, {
+    purposes: d.instance.purposes ?? d.instance.plugin.purposes,
+    eventAt: e.event.timestamp,
+    eventChoices: e.event.consent,
+    stateAtEvent: Consent.stateAsOf(history, e.event.timestamp),
+    stateNow: Consent.stateAsOf(history),
+    country: e.event.user?.country,
+    source: e.event.context?.source
+  })
+  if (!consent.granted) return { reason: "consent", detail: `(${consent.purpose}) ${consent.detail}` }
   if (e.duplicateOf !== null) return { reason: "duplicate", detail: `duplicate of ${e.duplicateOf}` }
   const window = d.instance.plugin.window
   if (window !== undefined && now - e.event.timestamp > Duration.toMillis(window)) {
@@ -245,6 +248,32 @@ const runSubscription = (
       return Math.round(base * (0.8 + Math.random() * 0.4))
     }
 
+    /** Each event's consent history: the choices recorded under any identifier of its person. */
+    const consentHistories = (events: ReadonlyArray<StoredEvent>, identities: ReadonlyMap<string, Resolved>) =>
+      Effect.gen(function*() {
+        const keys = [...new Set([...identities.values()].flatMap((r) => r.keys))]
+        const rows = keys.length === 0 ? [] : yield* sql<{
+          identifier: string
+          purpose: string
+          granted: boolean
+          at: Date
+          source: Consent.ChoiceSource
+        }>`SELECT identifier, purpose, granted, at, source FROM tl_consent_choices WHERE identifier = ANY(${keys}::text[])`
+        const out = new Map<string, ConsentHistory>()
+        for (const e of events) {
+          const mine = new Set(identities.get(e.position)?.keys ?? [])
+          out.set(
+            e.position,
+            rows.filter((r) => mine.has(r.identifier)).map((r) => ({
+              choices: { [r.purpose]: r.granted },
+              at: r.at.getTime(),
+              source: r.source
+            }))
+          )
+        }
+        return out
+      })
+
     /** Routes, transforms, sends and records a set of events (new from the log, or due retries). */
     const process = (events: ReadonlyArray<StoredEvent>, previous: ReadonlyMap<string, RetryRow>, advanceTo?: Cursor) =>
       Effect.gen(function*() {
@@ -280,15 +309,16 @@ const runSubscription = (
         // Only tracked events are routed; identity and consent records just move the cursor on.
         const tracked = events.filter((e) => e.kind === "track")
         const identities = yield* graph.resolve(tracked)
+        const histories = yield* consentHistories(tracked, identities)
         for (const e of tracked) {
-          const decision = routeDecision(d, e, now)
+          const decision = routeDecision(d, e, now, config.consent, histories.get(e.position))
           if (decision) {
             record(e, "dropped", `${decision.reason}: ${decision.detail}`)
             done.push(e.position)
             dropped++
             continue
           }
-          const de = toDeliveryEvent(e, identities.get(e.position))
+          const de = toDeliveryEvent(e, identities.get(e.position)?.identity)
           const t = Either.try(() => plugin.transform(de, settings)).pipe(
             Either.flatMap((x) => x),
             Either.mapLeft((err) =>

@@ -159,6 +159,8 @@ export interface DestinationInstance<S = any, P = any> {
   readonly settings: Config.Config<unknown>
   /** Canonical event names routed here (default: every event in the vocabulary). */
   readonly events?: ReadonlyArray<string>
+  /** Consent purposes this instance needs (default: the plugin's); e.g. an analytics tool also used for ads. */
+  readonly purposes?: ReadonlyArray<string>
   /** Where the subscription starts when it is created (default `"end"`). */
   readonly startFrom?: StartFrom
 }

@@ -94,6 +94,10 @@ export class EventStore extends Context.Tag("@tracklayer/core/EventStore")<Event
    * was claimed by another event is stored with `duplicateOf` set to that event's id.
    */
   readonly append: (events: ReadonlyArray<NewEvent>) => Effect.Effect<ReadonlySet<string>, SqlError.SqlError>
+  /** Appends consent updates (kind `consent`); returns the update ids that were new. */
+  readonly appendConsent: (
+    updates: ReadonlyArray<CanonicalEvent>
+  ) => Effect.Effect<ReadonlySet<string>, SqlError.SqlError>
   /**
    * Reads up to `limit` events after `cursor`, in log order, never past an in-flight transaction, and never past
    * `upTo` when given (delivery reads only what the identity/consent projection has already folded in).
@@ -224,7 +228,35 @@ export const make = Effect.gen(function*() {
     )
   }
 
-  return EventStore.of({ append, readAfter, byPositions, byEventId, startCursor })
+  const appendConsent = Effect.fn("EventStore.appendConsent")(function*(updates: ReadonlyArray<CanonicalEvent>) {
+    if (updates.length === 0) return new Set<string>()
+    const rows = updates.map((u) => {
+      const personKey = u.user_id !== undefined
+        ? `user:${u.user_id}`
+        : u.device_id !== undefined
+        ? `device:${u.device_id}`
+        : "consent"
+      return {
+        kind: "consent",
+        event_id: u.event_id,
+        event_name: "consent_update",
+        routable: false,
+        partition_key: 0,
+        person_key: personKey,
+        dedup_key: u.event_id,
+        occurred_at: new Date(u.timestamp),
+        contract_version: CONTRACT_VERSION,
+        body: JSON.stringify(u)
+      }
+    })
+    const inserted = yield* sql<{ event_id: string }>`
+      INSERT INTO tl_log ${
+      sql.insert(rows)
+    } ON CONFLICT (event_id) WHERE kind = 'consent' DO NOTHING RETURNING event_id`
+    return new Set(inserted.map((r) => r.event_id))
+  })
+
+  return EventStore.of({ append, appendConsent, readAfter, byPositions, byEventId, startCursor })
 })
 
 /** The store on the current SQL client. */

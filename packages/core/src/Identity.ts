@@ -17,6 +17,7 @@
 import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Effect, Layer } from "effect"
 import { createHash } from "node:crypto"
+import * as Consent from "./Consent.js"
 import type { CanonicalEvent } from "./Contract.js"
 import type { Identity as IdentityView } from "./Destination.js"
 import type { StoredEvent } from "./EventStore.js"
@@ -92,6 +93,13 @@ export interface Person {
   >
 }
 
+/** What `resolve` knows about the person behind one event. */
+export interface Resolved {
+  readonly identity: IdentityView
+  /** Every identifier key of the person (and the event's own), `user:<id>` included. */
+  readonly keys: ReadonlyArray<string>
+}
+
 /** A group of identifiers and the person they now belong to. */
 interface Assignment {
   readonly key: string
@@ -148,7 +156,7 @@ export class IdentityGraph extends Context.Tag("@tracklayer/core/IdentityGraph")
   /** The person an event belongs to now, and everything known about that person's identifiers. */
   readonly resolve: (
     events: ReadonlyArray<StoredEvent>
-  ) => Effect.Effect<ReadonlyMap<string, IdentityView>, SqlError.SqlError>
+  ) => Effect.Effect<ReadonlyMap<string, Resolved>, SqlError.SqlError>
   /** A person by person id, user id (`user:<id>`) or any identifier key. */
   readonly person: (id: string) => Effect.Effect<Person | undefined, SqlError.SqlError>
 }>() {}
@@ -298,7 +306,7 @@ export const make = Effect.gen(function*() {
        WHERE person_id = ANY(${persons}::text[]) ORDER BY last_seen_at DESC`
     const users = persons.length === 0 ? [] : yield* sql<{ person_id: string; user_id: string }>`
       SELECT person_id, user_id FROM tl_people WHERE person_id = ANY(${persons}::text[])`
-    const out = new Map<string, IdentityView>()
+    const out = new Map<string, Resolved>()
     for (const e of events) {
       const person = personOf(e)
       const graph = person === null ? [] : rows.filter((r) => r.person_id === person)
@@ -338,7 +346,7 @@ export const make = Effect.gen(function*() {
       const userId = e.event.user_id ?? users.find((u) => u.person_id === person)?.user_id
       const deviceId = e.event.device_id ?? ids.find((i) => i.kind === "device")?.key.slice("device:".length)
       const hashOf = (i: { key: string }) => i.key.slice(i.key.indexOf(":") + 1)
-      out.set(e.position, {
+      const identity: IdentityView = {
         personKey: person ?? e.personKey,
         ...(person !== null ? { personId: person } : {}),
         ...(userId !== undefined ? { userId } : {}),
@@ -349,9 +357,11 @@ export const make = Effect.gen(function*() {
         phoneSha256: ids.filter((i) => i.kind === "phone").map(hashOf),
         clickIds,
         clickIdsSeenAt
-      })
+      }
+      const keys = [...ids.map((i) => i.key), ...(userId !== undefined ? [`user:${userId}`] : [])]
+      out.set(e.position, { identity, keys })
     }
-    return out as ReadonlyMap<string, IdentityView>
+    return out as ReadonlyMap<string, Resolved>
   })
 
   const person = Effect.fn("IdentityGraph.person")(function*(id: string) {
@@ -372,11 +382,16 @@ export const make = Effect.gen(function*() {
       SELECT key, value, at FROM tl_traits WHERE identifier = ANY(${keys}::text[]) ORDER BY at, key`
     const traits: Record<string, unknown> = {}
     for (const t of traitRows) traits[t.key] = t.value
-    const choices = yield* sql<{ purpose: string; granted: boolean; at: Date; source: string }>`
-      SELECT purpose, granted, at, source FROM tl_consent_choices WHERE identifier = ANY(${keys}::text[])
-      ORDER BY at, granted DESC, id`
+    const choices = yield* sql<{ purpose: string; granted: boolean; at: Date; source: Consent.ChoiceSource }>`
+      SELECT purpose, granted, at, source FROM tl_consent_choices WHERE identifier = ANY(${keys}::text[])`
+    // The same fold as delivery's consent decisions, so both agree on ties.
+    const state = Consent.stateAsOf(
+      choices.map((c) => ({ choices: { [c.purpose]: c.granted }, at: c.at.getTime(), source: c.source }))
+    )
     const consent: Record<string, { granted: boolean; at: string; source: string }> = {}
-    for (const c of choices) consent[c.purpose] = { granted: c.granted, at: c.at.toISOString(), source: c.source }
+    for (const [purpose, c] of Object.entries(state)) {
+      consent[purpose] = { granted: c.granted, at: new Date(c.at).toISOString(), source: c.source }
+    }
     return {
       person_id: personId,
       user_id: user?.user_id ?? null,

@@ -4,8 +4,8 @@
  */
 import type { SqlError } from "@effect/sql"
 import { Context, Effect, Either, Layer } from "effect"
-import { createHash } from "node:crypto"
-import { type CanonicalEvent, decodeEvent, type EventResult, type FieldError } from "./Contract.js"
+import { createHash, randomUUID } from "node:crypto"
+import { type CanonicalEvent, decodeConsentUpdate, decodeEvent, type EventResult, type FieldError } from "./Contract.js"
 import { EventStore, type NewEvent } from "./EventStore.js"
 import { TrackLayerConfig } from "./TrackLayerConfig.js"
 import { businessKeyOf, decodeProperties } from "./Vocabulary.js"
@@ -28,10 +28,21 @@ const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest("hex
 export const partitionKeyOf = (personKey: string): number =>
   createHash("sha256").update(personKey, "utf8").digest().readUInt32BE(0) >>> 1
 
+/** Per-update result of `POST /v1/consent`. */
+export interface ConsentResult {
+  readonly update_id: string | null
+  readonly status: "accepted" | "duplicate" | "rejected"
+  readonly errors?: ReadonlyArray<FieldError>
+}
+
 /** The ingest service. */
 export class Ingest extends Context.Tag("@tracklayer/core/Ingest")<Ingest, {
   /** Validates and stores a batch; one result per input, in order. Fails only if the store fails. */
   readonly ingest: (events: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<EventResult>, SqlError.SqlError>
+  /** Validates and stores consent updates (`POST /v1/consent`); one result per input, in order. */
+  readonly consent: (
+    updates: ReadonlyArray<unknown>
+  ) => Effect.Effect<ReadonlyArray<ConsentResult>, SqlError.SqlError>
 }>() {}
 
 const eventIdOf = (input: unknown): string | null =>
@@ -97,7 +108,37 @@ export const make = Effect.gen(function*() {
     })
   })
 
-  return Ingest.of({ ingest })
+  const consent = Effect.fn("Ingest.consent")(function*(inputs: ReadonlyArray<unknown>) {
+    const now = Date.now()
+    const checked = inputs.map((input) =>
+      decodeConsentUpdate(input, now, config.consent.purposes, () => `cu_${randomUUID()}`)
+    )
+    const firstIndex = new Map<string, number>()
+    const toAppend: Array<CanonicalEvent> = []
+    checked.forEach((c, i) => {
+      if (Either.isRight(c) && !firstIndex.has(c.right.event_id)) {
+        firstIndex.set(c.right.event_id, i)
+        toAppend.push(c.right)
+      }
+    })
+    const inserted = yield* store.appendConsent(toAppend)
+    return checked.map((c, i): ConsentResult => {
+      if (Either.isLeft(c)) {
+        const raw = inputs[i] as { update_id?: unknown } | null
+        return {
+          update_id: typeof raw === "object" && raw !== null && typeof raw.update_id === "string"
+            ? raw.update_id
+            : null,
+          status: "rejected",
+          errors: c.left
+        }
+      }
+      const id = c.right.event_id
+      return { update_id: id, status: firstIndex.get(id) === i && inserted.has(id) ? "accepted" : "duplicate" }
+    })
+  })
+
+  return Ingest.of({ ingest, consent })
 })
 
 /** Ingest on the configured store. */

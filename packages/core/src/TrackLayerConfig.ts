@@ -3,6 +3,7 @@
  * it, and the destination instances. Secrets never appear here in clear: instances read them through `Config`.
  */
 import { Context, Data, Duration } from "effect"
+import * as Consent from "./Consent.js"
 import { type DestinationInstance, PLUGIN_API_VERSION, satisfies } from "./Destination.js"
 import type { EventDefinition, Vocabulary } from "./Vocabulary.js"
 
@@ -29,6 +30,8 @@ export interface TrackLayerConfigInput {
   readonly unknownEvents?: "reject" | "store"
   readonly destinations: ReadonlyArray<DestinationInstance>
   readonly delivery?: DeliveryOptions
+  /** Consent purposes, defaults and jurisdictions (see docs/consent.md). Unset: the built-in defaults. */
+  readonly consent?: Consent.PolicyConfig
 }
 
 /** The resolved configuration. */
@@ -36,6 +39,7 @@ export interface ResolvedConfig {
   readonly vocabulary: Vocabulary
   readonly unknownEvents: "reject" | "store"
   readonly destinations: ReadonlyArray<DestinationInstance>
+  readonly consent: Consent.ConsentPolicy
   readonly delivery: {
     readonly maxAttempts: number
     readonly maxRetryAge: Duration.Duration
@@ -132,7 +136,22 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
   if (!Number.isInteger(delivery.maxAttempts) || delivery.maxAttempts < 1) {
     return new ConfigError({ field: "delivery.maxAttempts", detail: "must be a positive integer" })
   }
+  const consent = Consent.resolvePolicy(c.consent ?? {})
+  if (consent._tag === "Left") return new ConfigError({ field: consent.left.field, detail: consent.left.detail })
+  for (const [i, d] of c.destinations.entries()) {
+    for (const p of d.purposes ?? d.plugin.purposes) {
+      if (!consent.right.purposes.includes(p)) {
+        return new ConfigError({
+          field: `destinations[${i}]${d.purposes ? ".purposes" : ".plugin.purposes"}`,
+          detail: `"${p}" is not a consent purpose; add it to consent.purposes (known: ${
+            consent.right.purposes.join(", ")
+          })`
+        })
+      }
+    }
+  }
   return {
+    consent: consent.right,
     // Without a prototype, a lookup by an event name a producer sent ("toString", "constructor") finds nothing
     // instead of an Object.prototype member.
     vocabulary: Object.assign(Object.create(null) as Record<string, EventDefinition>, c.vocabulary),

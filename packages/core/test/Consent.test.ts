@@ -26,13 +26,13 @@ const T0103 = ms("2026-04-22T10:00:00Z") // purchase, no inline consent
 
 const policy = (input: unknown): ConsentPolicy => {
   const r = resolvePolicy(input)
-  if (Either.isLeft(r)) throw new Error(`expected a policy, got ${r.left.field}: ${r.left.detail}`)
+  if (Either.isLeft(r)) return expect.unreachable(`expected a policy, got ${r.left.field}: ${r.left.detail}`)
   return r.right
 }
 
 const problem = (input: unknown): PolicyIssue => {
   const r = resolvePolicy(input)
-  if (Either.isRight(r)) throw new Error("expected a PolicyIssue")
+  if (Either.isRight(r)) return expect.unreachable("expected a PolicyIssue")
   return r.left
 }
 

@@ -103,7 +103,7 @@ describe("Identity graph (store)", () => {
         const stored = yield* ingestAndProject(fixture)
         const purchase = stored.find((s) => s.eventId === "evt_0005")! // only user_id, from the web source
         const identities = yield* graph.resolve([purchase])
-        const id = identities.get(purchase.position)!
+        const id = identities.get(purchase.position)!.identity
         assert.strictEqual(id.personId, Identity.personIdOfUser("usr_8421"))
         assert.strictEqual(id.userId, "usr_8421")
         assert.strictEqual(id.deviceId, "web_91f3")
@@ -157,12 +157,12 @@ describe("Identity graph (store)", () => {
           { event_id: "sh_3", event: "view_pricing", timestamp: t, device_id: "sh_tablet" }
         ])
         const ids = yield* graph.resolve(stored)
-        assert.strictEqual(ids.get(stored[0]!.position)!.personId, Identity.personIdOfUser("sh_u1"))
-        assert.deepStrictEqual(ids.get(stored[0]!.position)!.emails, ["a@sh.example"])
-        assert.deepStrictEqual(ids.get(stored[1]!.position)!.emails, ["b@sh.example"])
+        assert.strictEqual(ids.get(stored[0]!.position)!.identity.personId, Identity.personIdOfUser("sh_u1"))
+        assert.deepStrictEqual(ids.get(stored[0]!.position)!.identity.emails, ["a@sh.example"])
+        assert.deepStrictEqual(ids.get(stored[1]!.position)!.identity.emails, ["b@sh.example"])
         // The anonymous event on the shared tablet belongs to neither user.
-        assert.strictEqual(ids.get(stored[2]!.position)!.personId, undefined)
-        assert.deepStrictEqual(ids.get(stored[2]!.position)!.emails, [])
+        assert.strictEqual(ids.get(stored[2]!.position)!.identity.personId, undefined)
+        assert.deepStrictEqual(ids.get(stored[2]!.position)!.identity.emails, [])
         const p1 = yield* graph.person("user:sh_u1")
         assert.deepStrictEqual(p1?.identifiers.map((i) => i.key), ["user:sh_u1", `email:${sha("a@sh.example")}`])
       }))

@@ -71,42 +71,60 @@ const readBody = (limit: number) =>
     }
   })
 
+/** Reads and checks a `{ "<field>": [...] }` envelope, with the same limits as ingest. */
+const readEnvelope = (field: "events" | "updates", max: number) =>
+  Effect.gen(function*() {
+    const text = yield* readBody(Contract.MAX_REQUEST_BYTES)
+    let body: unknown
+    try {
+      body = JSON.parse(text)
+    } catch (e) {
+      return yield* failure(400, "malformed_json", `request body is not valid JSON: ${(e as Error).message}`)
+    }
+    if (typeof body !== "object" || body === null || Array.isArray(body)) {
+      return yield* failure(400, "bad_request", `request body must be a JSON object \`{ "${field}": [...] }\``)
+    }
+    const extra = Object.keys(body).filter((k) => k !== field)
+    if (extra.length > 0) {
+      return yield* failure(
+        400,
+        "bad_request",
+        `unknown top-level field(s): ${extra.join(", ")}; the body is { "${field}": [...] }`
+      )
+    }
+    const items = (body as Record<string, unknown>)[field]
+    if (!Array.isArray(items)) return yield* failure(400, "bad_request", `\`${field}\` must be an array`)
+    if (items.length === 0) return yield* failure(400, "bad_request", `\`${field}\` is empty`)
+    if (items.length > max) {
+      return yield* failure(
+        413,
+        field === "events" ? "too_many_events" : "too_many_updates",
+        `${items.length} ${field} in one request; the limit is ${max}`
+      )
+    }
+    return items as ReadonlyArray<unknown>
+  })
+
 const ingestHandler = Effect.gen(function*() {
   yield* authorize("write")
-  const text = yield* readBody(Contract.MAX_REQUEST_BYTES)
-  let body: unknown
-  try {
-    body = JSON.parse(text)
-  } catch (e) {
-    return yield* failure(400, "malformed_json", `request body is not valid JSON: ${(e as Error).message}`)
-  }
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    return yield* failure(400, "bad_request", "request body must be a JSON object `{ \"events\": [...] }`")
-  }
-  const extra = Object.keys(body).filter((k) => k !== "events")
-  if (extra.length > 0) {
-    return yield* failure(
-      400,
-      "bad_request",
-      `unknown top-level field(s): ${extra.join(", ")}; the body is { "events": [...] }`
-    )
-  }
-  const events = (body as { events?: unknown }).events
-  if (!Array.isArray(events)) return yield* failure(400, "bad_request", "`events` must be an array of events")
-  if (events.length === 0) return yield* failure(400, "bad_request", "`events` is empty")
-  if (events.length > Contract.MAX_EVENTS_PER_REQUEST) {
-    return yield* failure(
-      413,
-      "too_many_events",
-      `${events.length} events in one request; the limit is ${Contract.MAX_EVENTS_PER_REQUEST}`
-    )
-  }
+  const events = yield* readEnvelope("events", Contract.MAX_EVENTS_PER_REQUEST)
   const ingest = yield* Ingest.Ingest
   const results = yield* ingest.ingest(events).pipe(
     Effect.tapErrorCause((c) => Effect.logError("ingest: store failure", c)),
     Effect.mapError(unavailable)
   )
   return yield* HttpServerResponse.json({ results } satisfies Contract.IngestResponse)
+})
+
+const consentHandler = Effect.gen(function*() {
+  yield* authorize("write")
+  const updates = yield* readEnvelope("updates", Contract.MAX_CONSENT_UPDATES)
+  const ingest = yield* Ingest.Ingest
+  const results = yield* ingest.consent(updates).pipe(
+    Effect.tapErrorCause((c) => Effect.logError("consent: store failure", c)),
+    Effect.mapError(unavailable)
+  )
+  return yield* HttpServerResponse.json({ results })
 })
 
 const healthHandler = Effect.gen(function*() {
@@ -151,6 +169,7 @@ const destinationsHandler = Effect.gen(function*() {
 /** The router. */
 export const router = HttpRouter.empty.pipe(
   HttpRouter.post("/v1/events", ingestHandler),
+  HttpRouter.post("/v1/consent", consentHandler),
   HttpRouter.get("/healthz", healthHandler),
   HttpRouter.get("/v1/events/:event_id/explain", explainHandler),
   HttpRouter.get("/v1/destinations", destinationsHandler),

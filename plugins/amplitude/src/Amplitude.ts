@@ -628,6 +628,8 @@ export interface DestinationOptions {
   readonly startFrom?: Destination.StartFrom
   /** Encoded settings (default `settingsFromEnv()`). */
   readonly settings?: Config.Config<unknown>
+  /** Consent purposes this instance needs (default `["analytics"]`). */
+  readonly purposes?: ReadonlyArray<string>
 }
 
 /** A configured Amplitude destination instance for `tracklayer.config.ts`. */
@@ -639,5 +641,6 @@ export const destination = (
     plugin,
     settings: options.settings ?? settingsFromEnv(),
     ...(options.events !== undefined ? { events: options.events } : {}),
-    ...(options.startFrom !== undefined ? { startFrom: options.startFrom } : {})
+    ...(options.startFrom !== undefined ? { startFrom: options.startFrom } : {}),
+    ...(options.purposes !== undefined ? { purposes: options.purposes } : {})
   })

@@ -95,6 +95,8 @@ const m0001 = Effect.gen(function*() {
 
 const m0002 = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
+  // Consent updates are idempotent by their update id, like tracked events by event id.
+  yield* sql`CREATE UNIQUE INDEX tl_log_consent_id ON tl_log (event_id) WHERE kind = 'consent'`
   // The identity graph (a projection of the log; rebuildable by replaying it).
   yield* sql`CREATE TABLE tl_people (
     person_id text PRIMARY KEY,
