@@ -108,8 +108,12 @@ export const toDeliveryEvent = (e: StoredEvent, identity: Identity = identityOf(
   timestamp: e.event.timestamp,
   receivedAt: e.receivedAt.getTime(),
   event: e.event,
-  identity
+  identity,
+  ...(e.adjustment !== null ? { adjustment: e.adjustment } : {})
 })
+
+const amountText = (value: unknown, currency: unknown) =>
+  typeof value === "number" ? `${value}${typeof currency === "string" ? ` ${currency}` : ""}` : "no value"
 
 /** A person's consent changes, as the projector recorded them. */
 export type ConsentHistory = ReadonlyArray<Consent.ConsentChange>
@@ -137,6 +141,18 @@ export const routeDecision = (
   })
   if (!consent.granted) return { reason: "consent", detail: `(${consent.purpose}) ${consent.detail}` }
   if (e.duplicateOf !== null) return { reason: "duplicate", detail: `duplicate of ${e.duplicateOf}` }
+  if (e.adjustment !== null && d.instance.plugin.supportsAdjustments !== true) {
+    return {
+      reason: "duplicate",
+      detail:
+        `adjustment of ${e.adjustment.of} (${
+          amountText(e.adjustment.previousValue, e.adjustment.previousCurrency)
+        } → ` +
+        `${
+          amountText(e.event.properties?.["value"], e.event.properties?.["currency"])
+        }); ${d.instance.id} does not take adjustments`
+    }
+  }
   const window = d.instance.plugin.window
   if (window !== undefined && now - e.event.timestamp > Duration.toMillis(window)) {
     const days = ((now - e.event.timestamp) / 86_400_000).toFixed(1)

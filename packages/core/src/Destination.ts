@@ -47,6 +47,15 @@ export interface DeliveryEvent {
   /** The normalised event (properties decoded by the vocabulary). */
   readonly event: CanonicalEvent
   readonly identity: Identity
+  /**
+   * Set when this event is a later report of its business key with another amount (an order's value changed, a
+   * partial refund). Only plugins with `supportsAdjustments` receive such events.
+   */
+  readonly adjustment?: {
+    readonly of: string
+    readonly previousValue: number | null
+    readonly previousCurrency: string | null
+  }
 }
 
 /** Why `transform` produced nothing for an event. */
@@ -135,6 +144,8 @@ export interface DestinationPlugin<S = any, P = any> {
   /** Consent purposes that must all be granted. */
   readonly purposes: ReadonlyArray<string>
   readonly limits: Limits
+  /** Whether `transform` handles `DeliveryEvent.adjustment` (else adjustments are dropped with the reason). */
+  readonly supportsAdjustments?: boolean
   /** Oldest event the destination accepts (by event time), or undefined for no limit. */
   readonly window?: Duration.Duration
   /** Pure: the wire payload for one event, or why it is skipped. */

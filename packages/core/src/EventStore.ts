@@ -33,6 +33,22 @@ export interface NewEvent {
   readonly event: CanonicalEvent
 }
 
+/** A later report of a business key with another amount: what it adjusts and the amount before. */
+export interface Adjustment {
+  /** The event id of the first report of the key. */
+  readonly of: string
+  readonly previousValue: number | null
+  readonly previousCurrency: string | null
+}
+
+/** The amount of an event, as compared between reports of one business key. */
+const amountOf = (e: NewEvent): string => {
+  const p = e.event.properties ?? {}
+  const value = typeof p["value"] === "number" ? p["value"] : null
+  const currency = typeof p["currency"] === "string" ? p["currency"] : null
+  return JSON.stringify([value, currency])
+}
+
 /** A stored event. */
 export interface StoredEvent {
   /** `track` for events from producers; `identity` for identity-graph changes; `consent` for consent updates. */
@@ -46,6 +62,8 @@ export interface StoredEvent {
   readonly personKey: string
   readonly dedupKey: string
   readonly duplicateOf: string | null
+  /** Set when this event adjusts an earlier report of its business key (another amount). */
+  readonly adjustment: Adjustment | null
   readonly occurredAt: Date
   readonly receivedAt: Date
   readonly contractVersion: number
@@ -63,6 +81,7 @@ interface Row {
   readonly person_key: string
   readonly dedup_key: string
   readonly duplicate_of: string | null
+  readonly adjustment: Adjustment | null
   readonly occurred_at: Date
   readonly received_at: Date
   readonly contract_version: number
@@ -80,6 +99,7 @@ const fromRow = (r: Row): StoredEvent => ({
   personKey: r.person_key,
   dedupKey: r.dedup_key,
   duplicateOf: r.duplicate_of,
+  adjustment: r.adjustment,
   occurredAt: r.occurred_at,
   receivedAt: r.received_at,
   contractVersion: r.contract_version,
@@ -119,31 +139,72 @@ export class EventStore extends Context.Tag("@tracklayer/core/EventStore")<Event
 
 const cols =
   `kind, tx::text AS tx, position::text AS position, event_id, event_name, routable, partition_key, person_key,
-  dedup_key, duplicate_of, occurred_at, received_at, contract_version, body`
+  dedup_key, duplicate_of, adjustment, occurred_at, received_at, contract_version, body`
 
 /** Builds the store on the current SQL client. */
 export const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
 
   /** Claims business keys; returns key → the event id that owns it (this event's own id when it is first). */
+  /**
+   * Claims business keys in order and marks each later report of a key: the same amount is a duplicate of the
+   * first report; another amount is an adjustment of it (and becomes the key's current amount). Events already in
+   * the log (a retried batch) claim nothing. Keys are locked in sorted order, so concurrent batches serialise on
+   * them without deadlocks.
+   */
   const claimKeys = (events: ReadonlyArray<NewEvent>) =>
     Effect.gen(function*() {
-      const claims = events.filter((e) => e.businessKey !== undefined)
-      if (claims.length === 0) return new Map<string, string>()
-      // Claims in the same batch: the first event wins, as it would across batches.
-      const first = new Map<string, string>()
-      for (const e of claims) if (!first.has(e.businessKey!)) first.set(e.businessKey!, e.eventId)
+      const marks = new Map<string, { duplicateOf?: string; adjustment?: Adjustment }>()
+      const candidates = events.filter((e) => e.businessKey !== undefined)
+      if (candidates.length === 0) return marks
+      const existing = new Set(
+        (yield* sql<{ event_id: string }>`SELECT event_id FROM tl_log
+          WHERE kind = 'track' AND event_id IN ${sql.in(candidates.map((e) => e.eventId))}`).map((r) => r.event_id)
+      )
+      const claims = candidates.filter((e) => !existing.has(e.eventId))
+      if (claims.length === 0) return marks
+      const firstOf = new Map<string, NewEvent>()
+      for (const e of claims) if (!firstOf.has(e.businessKey!)) firstOf.set(e.businessKey!, e)
+      const keys = [...firstOf.keys()].sort()
       yield* sql`INSERT INTO tl_business_keys ${
-        // Sorted, so concurrent batches lock keys in the same order and cannot deadlock on them.
-        sql.insert(
-          [...first].sort(([a], [b]) => (a < b ? -1 : 1)).map(([business_key, event_id]) => ({
-            business_key,
-            event_id
-          }))
-        )} ON CONFLICT (business_key) DO NOTHING`
-      const owners = yield* sql<{ business_key: string; event_id: string }>`
-        SELECT business_key, event_id FROM tl_business_keys WHERE business_key IN ${sql.in([...first.keys()])}`
-      return new Map(owners.map((o) => [o.business_key, o.event_id]))
+        sql.insert(keys.map((k) => ({
+          business_key: k,
+          event_id: firstOf.get(k)!.eventId,
+          last_event_id: firstOf.get(k)!.eventId,
+          amount: amountOf(firstOf.get(k)!)
+        })))
+      } ON CONFLICT (business_key) DO NOTHING`
+      const rows = yield* sql<
+        { business_key: string; event_id: string; last_event_id: string | null; amount: string | null }
+      >`
+        SELECT business_key, event_id, last_event_id, amount FROM tl_business_keys
+        WHERE business_key IN ${sql.in(keys)} ORDER BY business_key FOR UPDATE`
+      const state = new Map(rows.map((r) => [r.business_key, { ...r }]))
+      const changed = new Set<string>()
+      for (const e of claims) {
+        const r = state.get(e.businessKey!)!
+        if (r.event_id === e.eventId) continue
+        const amount = amountOf(e)
+        // (A key claimed before amounts were recorded has none: treat a repeat as a duplicate.)
+        if (r.amount === null || r.amount === amount) {
+          marks.set(e.eventId, { duplicateOf: r.event_id })
+        } else {
+          const [previousValue, previousCurrency] = JSON.parse(r.amount ?? "[null,null]") as [
+            number | null,
+            string | null
+          ]
+          marks.set(e.eventId, { adjustment: { of: r.event_id, previousValue, previousCurrency } })
+          r.amount = amount
+          r.last_event_id = e.eventId
+          changed.add(r.business_key)
+        }
+      }
+      for (const k of changed) {
+        const r = state.get(k)!
+        yield* sql`UPDATE tl_business_keys SET amount = ${r.amount}, last_event_id = ${r.last_event_id}
+          WHERE business_key = ${k}`
+      }
+      return marks
     })
 
   const append = Effect.fn("EventStore.append")(function*(events: ReadonlyArray<NewEvent>) {
@@ -153,7 +214,7 @@ export const make = Effect.gen(function*() {
 
   const appendInTx = (events: ReadonlyArray<NewEvent>) =>
     Effect.gen(function*() {
-      const owners = yield* claimKeys(events)
+      const marks = yield* claimKeys(events)
       const rows = events.map((e) => ({
         kind: "track",
         event_id: e.eventId,
@@ -162,9 +223,8 @@ export const make = Effect.gen(function*() {
         partition_key: e.partitionKey,
         person_key: e.personKey,
         dedup_key: e.dedupKey,
-        duplicate_of: e.businessKey !== undefined && owners.get(e.businessKey) !== e.eventId
-          ? owners.get(e.businessKey) ?? null
-          : null,
+        duplicate_of: marks.get(e.eventId)?.duplicateOf ?? null,
+        adjustment: marks.get(e.eventId)?.adjustment ? JSON.stringify(marks.get(e.eventId)!.adjustment) : null,
         occurred_at: new Date(e.event.timestamp),
         contract_version: CONTRACT_VERSION,
         body: JSON.stringify(e.event)

@@ -44,6 +44,12 @@ export interface Explanation {
   readonly person_key: string
   readonly routable: boolean
   readonly duplicate_of: string | null
+  /** Set when the event adjusts an earlier report of its business key (another amount). */
+  readonly adjustment: {
+    readonly of: string
+    readonly previousValue: number | null
+    readonly previousCurrency: string | null
+  } | null
   /** The received event with raw personal data masked. */
   readonly received: unknown
   readonly destinations: ReadonlyArray<DestinationView>
@@ -170,6 +176,7 @@ export const make = Effect.gen(function*() {
       person_key: e.personKey,
       routable: e.routable,
       duplicate_of: e.duplicateOf,
+      adjustment: e.adjustment,
       received: maskEvent(e.event),
       destinations
     } satisfies Explanation

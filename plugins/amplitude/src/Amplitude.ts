@@ -260,6 +260,31 @@ const revenueOf = (name: string, properties: Readonly<Record<string, unknown>>, 
   }
 }
 
+/** `event_type` of the revenue correction sent when an order's amount changes (a later report of its key). */
+export const ADJUSTMENT_EVENT_TYPE = "revenue_correction"
+
+/**
+ * Revenue of a correction: the difference between the new and the previous amount (for a money event, in one
+ * currency). With a change of currency there is no meaningful difference: the correction carries no revenue.
+ */
+const correctionOf = (
+  name: string,
+  properties: Readonly<Record<string, unknown>>,
+  adjustment: NonNullable<DeliveryEvent["adjustment"]>,
+  settings: Settings
+): Revenue => {
+  const revenueType = settings.revenueTypes[name]
+  const value = properties.value
+  const currency = properties.currency
+  if (
+    revenueType === undefined || typeof value !== "number" || adjustment.previousValue === null ||
+    (adjustment.previousCurrency !== null && currency !== adjustment.previousCurrency)
+  ) return {}
+  const sign = revenueType === "refund" ? -1 : 1
+  const delta = Math.round((value - adjustment.previousValue) * 1e6) / 1e6 * sign
+  return { price: delta, quantity: 1, revenue: delta, revenueType: "correction" }
+}
+
 /** Pure: the exact Amplitude event for one stored event, or why it is skipped. */
 export const transform = (
   event: DeliveryEvent,
@@ -287,6 +312,26 @@ export const transform = (
     if (v !== undefined && v !== null) userProperties[key] = truncateDeep(v)
   }
   const ip = e.context?.ip
+  if (event.adjustment !== undefined) {
+    return Either.right({
+      event_type: ADJUSTMENT_EVENT_TYPE,
+      ...(userId !== undefined ? { user_id: userId } : {}),
+      ...(deviceId !== undefined ? { device_id: deviceId } : {}),
+      time: Math.trunc(event.timestamp),
+      // One correction per adjusting report, stable across retries and replays.
+      insert_id: `${event.dedupKey}:adjustment:${event.eventId}`,
+      event_properties: {
+        ...eventProperties,
+        adjusted_event: event.name,
+        adjusts_event_id: event.adjustment.of,
+        previous_value: event.adjustment.previousValue,
+        previous_currency: event.adjustment.previousCurrency
+      },
+      ...correctionOf(event.name, properties, event.adjustment, settings),
+      ...(ip !== undefined ? { ip } : {}),
+      library: LIBRARY
+    })
+  }
   return Either.right({
     event_type: event.name,
     ...(userId !== undefined ? { user_id: userId } : {}),
@@ -616,6 +661,7 @@ export const plugin: Destination.DestinationPlugin<Settings, AmplitudeEvent> = {
   // No `window`: Amplitude accepts events of any age.
   transform,
   send,
+  supportsAdjustments: true,
   sandbox: (options) => AmplitudeSandbox.start(options)
 }
 

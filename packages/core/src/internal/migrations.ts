@@ -137,8 +137,17 @@ const m0002 = Effect.gen(function*() {
   )`
 })
 
+const m0003 = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  // A later report of a business key with another amount is an adjustment of the first report.
+  yield* sql`ALTER TABLE tl_log ADD COLUMN adjustment jsonb`
+  yield* sql`ALTER TABLE tl_business_keys ADD COLUMN last_event_id text`
+  yield* sql`ALTER TABLE tl_business_keys ADD COLUMN amount text`
+})
+
 /** Migration id_name → effect, in order. */
 export const migrations = {
   "0001_event_log": m0001,
-  "0002_identity_consent": m0002
+  "0002_identity_consent": m0002,
+  "0003_adjustments": m0003
 }
