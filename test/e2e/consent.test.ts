@@ -4,6 +4,7 @@
  */
 import { TrackLayerConfig, Vocabulary } from "@tracklayer/core"
 import { Generator } from "@tracklayer/testkit"
+import { FastCheck as fc } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -125,6 +126,69 @@ describe("consent", () => {
     expect(r.json.results[2].errors[0].path).toBe("consent.advertising")
     expect(r.json.results[3].errors).toEqual([{ path: "colour", message: "unknown field" }])
   })
+})
+
+describe("consent property", () => {
+  it("never delivers an event to a destination whose purposes are not all granted (property)", async () => {
+    const h = await startHarness({
+      destinations: [{ id: "ads", startFrom: "beginning", purposes: ["analytics", "advertising"] }]
+    })
+    try {
+      let run = 0
+      const choice = fc.constantFrom<boolean | undefined>(true, false, undefined)
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(fc.record({ user: fc.integer({ min: 0, max: 3 }), advertising: choice, analytics: choice }), {
+            minLength: 1,
+            maxLength: 12
+          }),
+          async (specs) => {
+            const r = run++
+            const t0 = Date.now() - 3_600_000
+            const events = specs.map((s, i) => {
+              const consent: Record<string, boolean> = {}
+              if (s.advertising !== undefined) consent["advertising"] = s.advertising
+              if (s.analytics !== undefined) consent["analytics"] = s.analytics
+              return {
+                event_id: `cp_${r}_${i}`,
+                event: "view_pricing",
+                timestamp: new Date(t0 + i * 1000).toISOString(),
+                user_id: `usr_cp_${r}_${s.user}`,
+                ...(Object.keys(consent).length > 0 ? { consent } : {})
+              }
+            })
+            // Reference model, written independently of the implementation: a purpose is granted for an event when
+            // its inline choice, else the same user's latest earlier choice, else the default (analytics yes,
+            // advertising no) says so — and no later choice of that user withdrew it.
+            const granted = (i: number, purpose: "advertising" | "analytics") => {
+              const mine = specs.map((s, j) => ({ s, j })).filter(({ s }) => s.user === specs[i]!.user)
+              const atEvent = [...mine].reverse().find(({ s, j }) => j <= i && s[purpose] !== undefined)?.s[purpose] ??
+                (purpose === "analytics")
+              const later = mine.filter(({ s, j }) => j > i && s[purpose] !== undefined)
+              const withdrawn = later.length > 0 && later[later.length - 1]!.s[purpose] === false
+              return atEvent && !withdrawn
+            }
+            const expected = events.filter((_, i) => granted(i, "advertising") && granted(i, "analytics")).map((e) =>
+              e.event_id
+            )
+            await h.post({ events })
+            const settled = await waitFor(async () => {
+              const xs = await Promise.all(events.map((e) => h.explain(e.event_id)))
+              return xs.every((x) => ["accepted", "dropped"].includes(x.json.destinations[0].status))
+            }, 20_000)
+            if (!settled) return false
+            const got = (await h.sandboxes["ads"]!.events()).map((e) => String(e.insert_id)).filter((id) =>
+              id.startsWith(`cp_${r}_`)
+            )
+            return JSON.stringify(got.sort()) === JSON.stringify([...expected].sort())
+          }
+        ),
+        { numRuns: 15 }
+      )
+    } finally {
+      await h.close()
+    }
+  }, 180_000)
 })
 
 describe("consent config", () => {

@@ -118,6 +118,28 @@ const amountText = (value: unknown, currency: unknown) =>
 /** A person's consent changes, as the projector recorded them. */
 export type ConsentHistory = ReadonlyArray<Consent.ConsentChange>
 
+/** Each configured purpose → granted for this event, at event time and still now (what plugins pass on). */
+export const effectiveConsent = (
+  policy: Consent.ConsentPolicy,
+  e: StoredEvent,
+  history: ConsentHistory
+): Readonly<Record<string, boolean>> => {
+  const stateAtEvent = Consent.stateAsOf(history, e.event.timestamp)
+  const stateNow = Consent.stateAsOf(history)
+  return Object.fromEntries(policy.purposes.map((purpose) => [
+    purpose,
+    Consent.decide(policy, {
+      purposes: [purpose],
+      eventAt: e.event.timestamp,
+      eventChoices: e.event.consent,
+      stateAtEvent,
+      stateNow,
+      country: e.event.user?.country,
+      source: e.event.context?.source
+    }).granted
+  ]))
+}
+
 /** Why an event is not sent to a destination, in the documented order; undefined when it is routed. */
 export const routeDecision = (
   d: ResolvedDestination,
@@ -334,7 +356,10 @@ const runSubscription = (
             dropped++
             continue
           }
-          const de = toDeliveryEvent(e, identities.get(e.position)?.identity)
+          const de = {
+            ...toDeliveryEvent(e, identities.get(e.position)?.identity),
+            consent: effectiveConsent(config.consent, e, histories.get(e.position) ?? [])
+          }
           const t = Either.try(() => plugin.transform(de, settings)).pipe(
             Either.flatMap((x) => x),
             Either.mapLeft((err) =>

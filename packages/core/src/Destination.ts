@@ -48,6 +48,11 @@ export interface DeliveryEvent {
   readonly event: CanonicalEvent
   readonly identity: Identity
   /**
+   * Every configured consent purpose → whether it is granted for this event (at event time and still now). Plugins
+   * that pass consent on (Google `adUserData` / `adPersonalization`) read it here.
+   */
+  readonly consent?: Readonly<Record<string, boolean>>
+  /**
    * Set when this event is a later report of its business key with another amount (an order's value changed, a
    * partial refund). Only plugins with `supportsAdjustments` receive such events.
    */
