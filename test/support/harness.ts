@@ -9,7 +9,7 @@ import { type Destination, TrackLayerConfig, Vocabulary } from "@tracklayer/core
 import { Amplitude, AmplitudeSandbox } from "@tracklayer/plugin-amplitude"
 import { Keys, Server } from "@tracklayer/server"
 import { TestStore } from "@tracklayer/testkit"
-import { Config, Deferred, Effect, Exit, Layer, Scope } from "effect"
+import { Config, Deferred, Effect, Exit, Layer, Logger, LogLevel, Scope } from "effect"
 
 export const WRITE_KEY = "tl_test_write_key_0123456789"
 export const ADMIN_KEY = "tl_test_admin_key_0123456789"
@@ -101,7 +101,11 @@ export const startHarness = async (options: HarnessOptions = {}): Promise<Harnes
       store: (options.store ?? TestStore.layer) as never,
       onListening: (url) => Deferred.succeed(ready, url).pipe(Effect.asVoid)
     })
-    await run(Scope.extend(Layer.buildWithScope(layer, scope), scope) as Effect.Effect<unknown, unknown, never>)
+    // Delivery warnings (backoff after injected faults) are expected here; TL_TEST_LOG=debug shows them.
+    const quiet = Logger.minimumLogLevel(process.env["TL_TEST_LOG"] === "debug" ? LogLevel.Debug : LogLevel.Error)
+    await run(
+      Scope.extend(Layer.buildWithScope(layer.pipe(Layer.provide(quiet)), scope), scope) as Effect.Effect<unknown, unknown, never>
+    )
     const url = await run(Deferred.await(ready))
     return {
       url,
