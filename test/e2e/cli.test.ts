@@ -139,6 +139,91 @@ describe("tracklayer CLI", () => {
   }, 60_000)
 })
 
+describe("tracklayer preview", () => {
+  it("prints the exact payload per event (NDJSON with --json), or why it would be dropped or rejected", async () => {
+    const file = path.join(ROOT, "test/fixtures/seed-journeys.ndjson")
+    const r = await cli([
+      "preview",
+      "--destination",
+      "amplitude",
+      "--sandbox",
+      "--json",
+      "--config",
+      path.join(ROOT, "tracklayer.config.ts"),
+      file
+    ])
+    expect(r.code).toBe(0)
+    const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l))
+    expect(lines.length).toBe(10)
+    expect(lines.map((l) => l.event_id)).toEqual([
+      "evt_0001",
+      "evt_0002",
+      "evt_0003",
+      "evt_0004",
+      "evt_0005",
+      "evt_0006",
+      "evt_0101",
+      "evt_0102",
+      "evt_0103",
+      "evt_0201"
+    ])
+    expect(lines[0]).toEqual({
+      destination: "amplitude",
+      index: 0,
+      event_id: "evt_0001",
+      status: "payload",
+      payload: {
+        event_type: "view_pricing",
+        device_id: "web_91f3",
+        time: 1776676323000,
+        insert_id: "evt_0001",
+        ip: "203.0.113.7",
+        library: "tracklayer"
+      }
+    })
+    expect(lines[8].payload).toMatchObject({
+      event_type: "purchase",
+      insert_id: "ord_2002",
+      revenue: 49.9,
+      event_properties: { currency: "EUR" }
+    })
+
+    const bad = path.join(tmp, "preview-bad.ndjson")
+    fs.writeFileSync(bad, `{"event_id":"p1","event":"signup","timestamp":"2026-04-20T09:12:03Z","user_id":"usr_1"}\n`)
+    const rb = await cli([
+      "preview",
+      "--destination",
+      "amplitude",
+      "--sandbox",
+      "--config",
+      path.join(ROOT, "tracklayer.config.ts"),
+      bad
+    ])
+    expect(rb.stdout).toBe("#1 p1 → amplitude: rejected — event: \"signup\" is not in the vocabulary\n")
+
+    const unknownDest = await cli([
+      "preview",
+      "--destination",
+      "nope",
+      "--config",
+      path.join(ROOT, "tracklayer.config.ts"),
+      file
+    ])
+    expect(unknownDest.code).toBe(2)
+    expect(unknownDest.stderr).toContain("--destination: \"nope\" is not configured; configured: amplitude")
+    const noCreds = await cli([
+      "preview",
+      "--destination",
+      "amplitude",
+      "--config",
+      path.join(ROOT, "tracklayer.config.ts"),
+      file
+    ], { AMPLITUDE_API_KEY: "" })
+    expect(noCreds.code).toBe(2)
+    expect(noCreds.stderr).toContain("(or pass --sandbox to preview with sandbox settings)")
+  }, 60_000)
+})
+
 describe("config modules", () => {
   const write = (name: string, body: string) => {
     const f = path.join(ROOT, "test/support", name)

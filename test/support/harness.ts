@@ -5,7 +5,8 @@
  */
 import type { HttpClient } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
-import { type Destination, TrackLayerConfig, Vocabulary } from "@tracklayer/core"
+import type { SqlClient } from "@effect/sql"
+import { type Destination, TrackLayerConfig, Vault, Vocabulary } from "@tracklayer/core"
 import { Amplitude, AmplitudeSandbox } from "@tracklayer/plugin-amplitude"
 import { Keys, Server } from "@tracklayer/server"
 import { TestStore } from "@tracklayer/testkit"
@@ -20,6 +21,8 @@ export interface SandboxView {
   readonly events: () => Promise<ReadonlyArray<AmplitudeSandbox.StoredEvent>>
   readonly stats: () => Promise<AmplitudeSandbox.Stats>
   readonly setFaults: (f: AmplitudeSandbox.Faults) => Promise<void>
+  /** Deletion requests its User Privacy API received. */
+  readonly deletions: () => Promise<ReadonlyArray<AmplitudeSandbox.StoredDeletion>>
 }
 
 export interface Harness {
@@ -37,6 +40,14 @@ export interface Harness {
     init?: { key?: string; raw?: string; headers?: Record<string, string> }
   ) => Promise<{ status: number; json: any; headers: Headers }>
   readonly explain: (eventId: string) => Promise<{ status: number; json: any }>
+  /** The vault master key the gateway runs with (base64). */
+  readonly masterKey: string
+  /** Runs an effect against the gateway's store (same database, same connection pool). */
+  readonly sql: <A, E>(effect: Effect.Effect<A, E, SqlClient.SqlClient>) => Promise<A>
+  /** `DELETE /v1/people/:id`. */
+  readonly erase: (id: string, requester?: string) => Promise<{ status: number; json: any }>
+  /** `GET /v1/people/:id`. */
+  readonly person: (id: string) => Promise<{ status: number; json: any }>
   /** `POST /v1/consent`. */
   readonly consent: (updates: ReadonlyArray<unknown>) => Promise<{ status: number; json: any }>
   readonly close: () => Promise<void>
@@ -52,6 +63,8 @@ export interface HarnessOptions {
     readonly apiKey?: string
     /** Consent purposes the instance needs (default: the plugin's, analytics). */
     readonly purposes?: ReadonlyArray<string>
+    /** Forward erasures to the sandbox's User Privacy API (default true: the secret key is configured). */
+    readonly deletion?: boolean
   }>
   readonly throttle?: boolean
   /** The store (default: a fresh TestStore). */
@@ -76,11 +89,17 @@ export const startHarness = async (options: HarnessOptions = {}): Promise<Harnes
         sandbox,
         events: () => withClient(sandbox.client.events()),
         stats: () => withClient(sandbox.client.stats()),
-        setFaults: (f) => withClient(sandbox.client.setFaults(f))
+        setFaults: (f) => withClient(sandbox.client.setFaults(f)),
+        deletions: () => withClient(sandbox.client.deletions())
       }
       instances.push(Amplitude.destination({
         id: spec.id,
-        settings: Config.succeed({ apiKey: spec.apiKey ?? sandbox.apiKey, endpoint: sandbox.endpoint }),
+        settings: Config.succeed({
+          apiKey: spec.apiKey ?? sandbox.apiKey,
+          endpoint: sandbox.endpoint,
+          deletionEndpoint: sandbox.deletionEndpoint,
+          ...(spec.deletion !== false ? { secretKey: sandbox.secretKey } : {})
+        }),
         ...(spec.startFrom !== undefined ? { startFrom: spec.startFrom } : {}),
         ...(spec.purposes !== undefined ? { purposes: spec.purposes } : {})
       }))
@@ -94,17 +113,27 @@ export const startHarness = async (options: HarnessOptions = {}): Promise<Harnes
     })
     if (resolved instanceof TrackLayerConfig.ConfigError) throw new Error(resolved.message)
     const ready = await run(Deferred.make<string>())
+    // The store is built first, so tests can query the same database the gateway uses.
+    const storeContext = await run(
+      Layer.buildWithScope((options.store ?? TestStore.layer) as typeof TestStore.layer, scope)
+    )
+    const masterKey = Vault.generateMasterKey()
     const layer = Server.layer({
       config: resolved,
       listen: { port: 0, host: "127.0.0.1" },
       keys: Keys.layer([WRITE_KEY], ADMIN_KEY),
-      store: (options.store ?? TestStore.layer) as never,
+      store: Layer.succeedContext(storeContext) as never,
+      masterKey: Vault.layerMasterKey(masterKey),
       onListening: (url) => Deferred.succeed(ready, url).pipe(Effect.asVoid)
     })
     // Delivery warnings (backoff after injected faults) are expected here; TL_TEST_LOG=debug shows them.
     const quiet = Logger.minimumLogLevel(process.env["TL_TEST_LOG"] === "debug" ? LogLevel.Debug : LogLevel.Error)
     await run(
-      Scope.extend(Layer.buildWithScope(layer.pipe(Layer.provide(quiet)), scope), scope) as Effect.Effect<unknown, unknown, never>
+      Scope.extend(Layer.buildWithScope(layer.pipe(Layer.provide(quiet)), scope), scope) as Effect.Effect<
+        unknown,
+        unknown,
+        never
+      >
     )
     const url = await run(Deferred.await(ready))
     return {
@@ -113,6 +142,22 @@ export const startHarness = async (options: HarnessOptions = {}): Promise<Harnes
       sandbox: first.sandbox,
       sandboxEvents: first.events,
       sandboxStats: first.stats,
+      masterKey,
+      sql: (effect) => run(Effect.provide(effect, storeContext)),
+      erase: async (id, requester) => {
+        const q = requester !== undefined ? `?requester=${encodeURIComponent(requester)}` : ""
+        const res = await fetch(`${url}/v1/people/${encodeURIComponent(id)}${q}`, {
+          method: "DELETE",
+          headers: { authorization: `Bearer ${ADMIN_KEY}` }
+        })
+        return { status: res.status, json: await res.json() }
+      },
+      person: async (id) => {
+        const res = await fetch(`${url}/v1/people/${encodeURIComponent(id)}`, {
+          headers: { authorization: `Bearer ${ADMIN_KEY}` }
+        })
+        return { status: res.status, json: await res.json() }
+      },
       destinations: async () => {
         const res = await fetch(`${url}/v1/destinations`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
         return ((await res.json()) as { destinations: Array<Record<string, any>> }).destinations

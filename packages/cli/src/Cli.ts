@@ -2,8 +2,9 @@
  * The `tracklayer` command line: serve | send | explain | migrate | sandbox.
  */
 import { Args, Command, Options } from "@effect/cli"
-import type { Destination, Explain } from "@tracklayer/core"
-import { Config, Console, Data, Effect, Option, Redacted } from "effect"
+import { Delivery, type Destination, type Explain, Preview } from "@tracklayer/core"
+import { Config, ConfigProvider, Console, Data, Effect, Option, Redacted } from "effect"
+import * as fs from "node:fs"
 import * as ConfigModule from "./ConfigModule.js"
 import * as LocalState from "./LocalState.js"
 import * as Send from "./Send.js"
@@ -201,6 +202,83 @@ const explain = Command.make(
     })
 ).pipe(Command.withDescription("show what happened to one event at each destination"))
 
+/** Reads events from a file or stdin: one JSON object, a JSON array, `{ "events": [...] }`, or NDJSON. */
+const readEvents = (file: string) =>
+  Effect.gen(function*() {
+    const text = yield* Effect.try({
+      try: () => fs.readFileSync(file === "-" ? 0 : file, "utf8"),
+      catch: (e) => new UsageError({ message: `cannot read ${file}: ${(e as Error).message}` })
+    })
+    const trimmed = text.trim()
+    if (trimmed === "") return yield* new UsageError({ message: `${file} is empty` })
+    try {
+      const whole = JSON.parse(trimmed) as unknown
+      if (Array.isArray(whole)) return whole as ReadonlyArray<unknown>
+      if (typeof whole === "object" && whole !== null && Array.isArray((whole as { events?: unknown }).events)) {
+        return (whole as { events: ReadonlyArray<unknown> }).events
+      }
+      return [whole]
+    } catch {
+      const parsed = Send.parseNdjson(text, file)
+      if (parsed instanceof Send.SendError) {
+        return yield* new UsageError({ message: parsed.message.replace("; nothing was sent", "") })
+      }
+      return parsed
+    }
+  })
+
+const preview = Command.make(
+  "preview",
+  {
+    input: Args.text({ name: "event.json | events.ndjson | -" }),
+    destination: Options.text("destination").pipe(Options.withDescription("destination id in the config")),
+    json: Options.boolean("json").pipe(Options.withDescription("one JSON object per input event (NDJSON)")),
+    sandbox: Options.boolean("sandbox").pipe(
+      Options.withDescription("use the plugin's sandbox settings instead of credentials from the environment")
+    ),
+    config: configOption
+  },
+  (o) =>
+    Effect.gen(function*() {
+      const resolved = yield* loadConfig(o.config)
+      const instance = resolved.destinations.find((d) => d.id === o.destination)
+      if (instance === undefined) {
+        return yield* new UsageError({
+          message: `--destination: "${o.destination}" is not configured; configured: ${
+            resolved.destinations.map((d) => d.id).join(", ") || "none"
+          }`
+        })
+      }
+      const events = yield* readEvents(o.input)
+      let provider = ConfigProvider.fromEnv()
+      if (o.sandbox && instance.plugin.sandbox) {
+        const h = yield* instance.plugin.sandbox({})
+        provider = ConfigProvider.fromMap(new Map(Object.entries(h.env)), { pathDelim: "_" }).pipe(
+          ConfigProvider.orElse(() => ConfigProvider.fromEnv())
+        )
+      }
+      const [destination] = yield* Delivery.resolveDestinations({ ...resolved, destinations: [instance] }).pipe(
+        Effect.withConfigProvider(provider),
+        Effect.mapError((e) =>
+          new UsageError({
+            message: `${e.message}${o.sandbox ? "" : " (or pass --sandbox to preview with sandbox settings)"}`
+          })
+        )
+      )
+      const results = Preview.preview(resolved, destination!, events)
+      for (const r of results) {
+        if (o.json) {
+          yield* Console.log(JSON.stringify({ destination: o.destination, ...r }))
+          continue
+        }
+        const head = `#${r.index + 1} ${r.event_id ?? "(no event_id)"} → ${o.destination}:`
+        if (r.status === "payload") yield* Console.log(`${head} payload\n${JSON.stringify(r.payload, null, 2)}`)
+        else if (r.status === "dropped") yield* Console.log(`${head} dropped — ${r.reason}`)
+        else yield* Console.log(`${head} rejected — ${r.errors.map((e) => `${e.path}: ${e.message}`).join("; ")}`)
+      }
+    }).pipe(Effect.scoped)
+).pipe(Command.withDescription("print the exact payload a destination would receive for each event, without sending"))
+
 const migrate = Command.make("migrate", {}, () => Serve.migrate).pipe(
   Command.withDescription("apply database migrations (DATABASE_URL, or PGlite in $TRACKLAYER_DATA_DIR)")
 )
@@ -226,7 +304,7 @@ const sandbox = Command.make("sandbox", { config: configOption }, ({ config }) =
 /** The root command. */
 export const command = Command.make("tracklayer").pipe(
   Command.withDescription("TrackLayer: server-side conversion event router"),
-  Command.withSubcommands([serve, send, explain, migrate, sandbox])
+  Command.withSubcommands([serve, send, explain, preview, migrate, sandbox])
 )
 
 /** Runs the CLI on argv. */

@@ -1,6 +1,7 @@
 /**
  * What `serve --sandbox` leaves for the other commands in `.tracklayer/sandbox.json` (mode 0600): the gateway URL
- * and the generated sandbox keys, so `send` and `explain` work without flags. Production keys never go here.
+ * and the generated sandbox keys, so `send` and `explain` work without flags, and the sandbox's master key (the data
+ * in `.tracklayer/data` is encrypted under it). Production keys never go here.
  */
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
@@ -12,6 +13,8 @@ export interface SandboxState {
   readonly writeKey: string
   readonly adminKey: string
   readonly sandboxes?: Readonly<Record<string, string>>
+  /** The vault master key of the sandbox's store (base64), unless TRACKLAYER_MASTER_KEY was set. */
+  readonly masterKey?: string
 }
 
 /** Directory of local state (next to the default PGlite data directory). */
@@ -32,6 +35,24 @@ export const read = (cwd: string): SandboxState | undefined => {
 export const write = (cwd: string, state: SandboxState): void => {
   fs.mkdirSync(stateDir(cwd), { recursive: true })
   fs.writeFileSync(file(cwd), JSON.stringify(state, null, 2) + "\n", { mode: 0o600 })
+}
+
+/**
+ * The sandbox's master key: the one in the state file, else a new random one written there at once (before any data
+ * is encrypted under it), keeping whatever else the file holds.
+ */
+export const sandboxMasterKey = (cwd: string): string => {
+  let raw: Record<string, unknown> = {}
+  try {
+    raw = JSON.parse(fs.readFileSync(file(cwd), "utf8")) as Record<string, unknown>
+  } catch {
+    // no state yet
+  }
+  if (typeof raw.masterKey === "string") return raw.masterKey
+  const masterKey = randomBytes(32).toString("base64")
+  fs.mkdirSync(stateDir(cwd), { recursive: true })
+  fs.writeFileSync(file(cwd), JSON.stringify({ ...raw, masterKey }, null, 2) + "\n", { mode: 0o600 })
+  return masterKey
 }
 
 /** The existing sandbox keys, or new random ones. */

@@ -2,9 +2,9 @@
  * `tracklayer serve [--sandbox]`: runs the gateway. With `--sandbox`, every configured plugin's sandbox is started
  * first and the destinations are pointed at it (its values laid over the environment), and keys are generated.
  */
-import { Database, type Destination, TrackLayerConfig } from "@tracklayer/core"
+import { Database, type Destination, TrackLayerConfig, Vault } from "@tracklayer/core"
 import { Keys, Server } from "@tracklayer/server"
-import { Config, ConfigProvider, Console, Effect, Layer, Option } from "effect"
+import { Config, ConfigProvider, Console, Effect, Layer, Option, Redacted } from "effect"
 import * as LocalState from "./LocalState.js"
 
 /** Listening address from flags and environment. */
@@ -30,10 +30,13 @@ export const serve = (options: {
   Effect.gen(function*() {
     const listen = yield* ListenConfig(options.port)
     if (!options.sandbox) {
+      // Checked before anything else: without it no personal data could be stored (docs/privacy.md).
+      const masterKey = yield* Vault.masterKeyFromConfig
       const gateway = Server.layer({
         config: options.config,
         listen,
         keys: Keys.layerConfig,
+        masterKey: Layer.succeed(Vault.MasterKey, masterKey),
         onListening: (url, store) =>
           Effect.logInfo(
             `TrackLayer gateway listening on ${url} (store: ${storeLine(store)}; destinations: ${
@@ -63,11 +66,19 @@ export const serve = (options: {
       onSome: () => ({ write: "(from TRACKLAYER_WRITE_KEYS)", admin: "(from TRACKLAYER_ADMIN_KEY)", fromEnv: true })
     })
     const keysLayer = keys.fromEnv ? Keys.layerConfig : Keys.layer([generated.writeKey], generated.adminKey)
+    // The sandbox's personal data is encrypted too, under TRACKLAYER_MASTER_KEY or a key kept in the state file.
+    const envMasterKey = yield* Config.option(Vault.MasterKeyConfig)
+    const masterKeyText = Option.match(envMasterKey, {
+      onNone: () => LocalState.sandboxMasterKey(options.cwd),
+      onSome: (k) => Redacted.value(k)
+    })
+    const masterKey = yield* Vault.masterKeyFrom(masterKeyText)
 
     const gateway = Server.layer({
       config: options.config,
       listen,
       keys: keysLayer,
+      masterKey: Layer.succeed(Vault.MasterKey, masterKey),
       onListening: (url, store) =>
         Effect.gen(function*() {
           const sandboxes: Record<string, string> = {}
@@ -86,7 +97,8 @@ export const serve = (options: {
               url,
               writeKey: generated.writeKey,
               adminKey: generated.adminKey,
-              sandboxes
+              sandboxes,
+              ...(Option.isNone(envMasterKey) ? { masterKey: masterKeyText } : {})
             })
           }
           yield* Console.log([
@@ -96,6 +108,9 @@ export const serve = (options: {
             `  store          ${storeLine(store)}`,
             `  write key      ${keys.write}`,
             `  admin key      ${keys.admin}`,
+            `  master key     ${
+              Option.isNone(envMasterKey) ? "kept in .tracklayer/sandbox.json" : "(from TRACKLAYER_MASTER_KEY)"
+            }`,
             "  destinations",
             ...lines,
             "",

@@ -24,6 +24,7 @@ import { type Cursor, EventStore, type StoredEvent } from "./EventStore.js"
 import { IdentityGraph, type Resolved } from "./Identity.js"
 import { Projector } from "./Projector.js"
 import { ConfigError, type ResolvedConfig, TrackLayerConfig } from "./TrackLayerConfig.js"
+import { Vault } from "./Vault.js"
 
 /** Where one destination stands. */
 export interface DestinationHealth {
@@ -48,6 +49,8 @@ export class Delivery extends Context.Tag("@tracklayer/core/Delivery")<Delivery,
   readonly health: Effect.Effect<ReadonlyArray<DestinationHealth>>
   /** Destination id → its instance (settings already validated). */
   readonly instances: ReadonlyMap<string, DestinationInstance>
+  /** Destination id → the instance with its validated settings (for preview). */
+  readonly resolved: ReadonlyMap<string, ResolvedDestination>
 }>() {}
 
 /** A destination with validated settings. */
@@ -62,7 +65,14 @@ export const resolveDestinations = (config: ResolvedConfig) =>
     Effect.gen(function*() {
       const raw = yield* instance.settings.pipe(
         Effect.mapError((e) =>
-          new ConfigError({ field: `destinations[${i}] (${instance.id}).settings`, detail: String(e) })
+          new ConfigError({
+            field: `destinations[${i}] (${instance.id}).settings`,
+            // Config paths print as A.B; in the environment they are A_B.
+            detail: String(e).replace(
+              /at ([A-Za-z0-9_.]+):/g,
+              (_, p: string) => `at ${p.replaceAll(".", "_")} (environment variable):`
+            )
+          })
         )
       )
       const settings = yield* Schema.decodeUnknown(instance.plugin.settings, {
@@ -260,6 +270,7 @@ const runSubscription = (
     const store = yield* EventStore
     const graph = yield* IdentityGraph
     const projector = yield* Projector
+    const vault = yield* Vault
     const { instance, settings } = d
     const plugin = instance.plugin
     const id = instance.id
@@ -348,8 +359,12 @@ const runSubscription = (
         const tracked = events.filter((e) => e.kind === "track")
         const identities = yield* graph.resolve(tracked)
         const histories = yield* consentHistories(tracked, identities)
+        // Events of an erased person are never sent again, whatever else applies (docs/privacy.md).
+        const erasedBy = yield* vault.erasedEvents(tracked, identities)
         for (const e of tracked) {
-          const decision = routeDecision(d, e, now, config.consent, histories.get(e.position))
+          const decision = erasedBy.has(e.position)
+            ? { reason: "erased", detail: `the person was erased (${erasedBy.get(e.position)})` }
+            : routeDecision(d, e, now, config.consent, histories.get(e.position))
           if (decision) {
             record(e, "dropped", `${decision.reason}: ${decision.detail}`)
             done.push(e.position)
@@ -497,7 +512,9 @@ const runSubscription = (
 
         yield* sql.withTransaction(Effect.gen(function*() {
           if (payloads.length > 0) {
-            yield* sql`INSERT INTO tl_delivery_payloads ${sql.insert(payloads)} ON CONFLICT DO NOTHING`
+            yield* sql`INSERT INTO tl_delivery_payloads ${
+              sql.insert(yield* vault.sealPayloads(payloads, events))
+            } ON CONFLICT DO NOTHING`
           }
           if (records.length > 0) yield* sql`INSERT INTO tl_delivery_records ${sql.insert(records)}`
           if (done.length > 0) {
@@ -651,12 +668,16 @@ export const make = Effect.gen(function*() {
         retried: s.retried
       }))
   )
-  return Delivery.of({ health, instances: new Map(resolved.map((d) => [d.instance.id, d.instance])) })
+  return Delivery.of({
+    health,
+    instances: new Map(resolved.map((d) => [d.instance.id, d.instance])),
+    resolved: new Map(resolved.map((d) => [d.instance.id, d]))
+  })
 })
 
 /** Delivery for the configured destinations (needs an HttpClient for the plugins). */
 export const layer: Layer.Layer<
   Delivery,
   ConfigError,
-  TrackLayerConfig | EventStore | IdentityGraph | Projector | SqlClient.SqlClient | HttpClient.HttpClient
+  TrackLayerConfig | EventStore | IdentityGraph | Projector | Vault | SqlClient.SqlClient | HttpClient.HttpClient
 > = Layer.scoped(Delivery, make)

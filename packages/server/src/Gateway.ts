@@ -4,7 +4,17 @@
  */
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
-import { Contract, Database, Delivery, Explain, Identity, Ingest } from "@tracklayer/core"
+import {
+  Contract,
+  Database,
+  Delivery,
+  Erasure,
+  Explain,
+  Identity,
+  Ingest,
+  Preview,
+  TrackLayerConfig
+} from "@tracklayer/core"
 import { Chunk, Data, Effect, Option, Stream } from "effect"
 import { bearer, Keys, matches } from "./Keys.js"
 
@@ -150,6 +160,19 @@ const personHandler = Effect.gen(function*() {
   const id = params["id"] ?? ""
   const graph = yield* Identity.IdentityGraph
   const person = yield* graph.person(id).pipe(Effect.mapError(unavailable))
+  // An erased person is shown by their erasure (ids only) and what each destination answered to it.
+  const erasure = yield* Effect.flatMap(Erasure.Erasure, (e) => e.status(id)).pipe(Effect.mapError(unavailable))
+  if (person === undefined && erasure !== undefined) {
+    return yield* HttpServerResponse.json({
+      person_id: erasure.person_id,
+      user_id: erasure.user_id,
+      traits: {},
+      consent: {},
+      audiences: [],
+      identifiers: [],
+      erasure
+    })
+  }
   if (person === undefined) {
     return yield* failure(
       404,
@@ -157,7 +180,66 @@ const personHandler = Effect.gen(function*() {
       `no person "${id}" (use a person id, user:<user_id>, device:<device_id> or another identifier key)`
     )
   }
-  return yield* HttpServerResponse.json(person)
+  return yield* HttpServerResponse.json(erasure !== undefined ? { ...person, erasure } : person)
+})
+
+/**
+ * `DELETE /v1/people/:id?requester=<who>`: erases the person (docs/privacy.md). 200 when every destination gave a
+ * final answer, 202 when forwarding to some failed (the erasure itself is done; `DELETE` again retries those).
+ */
+const erasePersonHandler = Effect.gen(function*() {
+  yield* authorize("admin")
+  const params = yield* HttpRouter.params
+  const id = params["id"] ?? ""
+  const req = yield* HttpServerRequest.HttpServerRequest
+  const requester = new URL(req.url, "http://localhost").searchParams.get("requester") ?? undefined
+  if (requester !== undefined && (requester.trim() === "" || requester.length > 320)) {
+    return yield* failure(400, "bad_request", "`requester` must be 1-320 characters (who asked for the erasure)")
+  }
+  const erasure = yield* Erasure.Erasure
+  const result = yield* erasure.erase(id, requester !== undefined ? { requester: requester.trim() } : {}).pipe(
+    Effect.tapErrorCause((c) => Effect.logError("erasure: store failure", c)),
+    Effect.mapError(unavailable)
+  )
+  if (result === undefined) {
+    return yield* failure(
+      404,
+      "not_found",
+      `no person "${id}" (use a person id, user:<user_id>, device:<device_id> or another identifier key)`
+    )
+  }
+  const status = result.destinations.some((d) => d.outcome === "failed") ? 202 : 200
+  return yield* HttpServerResponse.json(result, { status })
+})
+
+const previewHandler = Effect.gen(function*() {
+  yield* authorize("admin")
+  const text = yield* readBody(Contract.MAX_REQUEST_BYTES)
+  let body: { destination?: unknown; events?: unknown }
+  try {
+    body = JSON.parse(text)
+  } catch (e) {
+    return yield* failure(400, "malformed_json", `request body is not valid JSON: ${(e as Error).message}`)
+  }
+  const delivery = yield* Delivery.Delivery
+  const config = yield* TrackLayerConfig.TrackLayerConfig
+  const known = [...delivery.resolved.keys()].join(", ") || "none"
+  if (typeof body !== "object" || body === null || typeof body.destination !== "string") {
+    return yield* failure(400, "bad_request", `\`destination\` must name a configured destination (${known})`)
+  }
+  const destination = delivery.resolved.get(body.destination)
+  if (destination === undefined) {
+    return yield* failure(400, "bad_request", `destination: "${body.destination}" is not configured (${known})`)
+  }
+  if (!Array.isArray(body.events) || body.events.length === 0 || body.events.length > Contract.MAX_EVENTS_PER_REQUEST) {
+    return yield* failure(
+      400,
+      "bad_request",
+      `\`events\` must be an array of 1-${Contract.MAX_EVENTS_PER_REQUEST} events`
+    )
+  }
+  const results = yield* Preview.previewEffect(config, destination, body.events)
+  return yield* HttpServerResponse.json({ destination: body.destination, results })
 })
 
 const destinationsHandler = Effect.gen(function*() {
@@ -173,7 +255,9 @@ export const router = HttpRouter.empty.pipe(
   HttpRouter.get("/healthz", healthHandler),
   HttpRouter.get("/v1/events/:event_id/explain", explainHandler),
   HttpRouter.get("/v1/destinations", destinationsHandler),
-  HttpRouter.get("/v1/people/:id", personHandler)
+  HttpRouter.get("/v1/people/:id", personHandler),
+  HttpRouter.post("/v1/preview", previewHandler),
+  HttpRouter.del("/v1/people/:id", erasePersonHandler)
 )
 
 /** The HTTP app: typed failures become JSON errors; unknown routes a JSON 404. */

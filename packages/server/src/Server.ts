@@ -1,17 +1,20 @@
 /**
- * The whole gateway as one Layer: store (migrated) → event store → ingest, delivery, explain → HTTP server.
+ * The whole gateway as one Layer: store (migrated) → vault → event store → ingest, delivery, explain, erasure → HTTP
+ * server.
  */
 import { HttpServer } from "@effect/platform"
 import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
 import {
   Database,
   Delivery,
+  Erasure,
   EventStore,
   Explain,
   Identity,
   Ingest,
   Projector,
-  TrackLayerConfig
+  TrackLayerConfig,
+  Vault
 } from "@tracklayer/core"
 import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
@@ -27,18 +30,25 @@ export interface Listen {
 /** The pipeline without HTTP: store, ingest, delivery and explain on the given store layer. */
 export const pipeline = <E, R>(
   config: TrackLayerConfig.ResolvedConfig,
-  store: Layer.Layer<Database.Store | import("@effect/sql").SqlClient.SqlClient, E, R>
+  store: Layer.Layer<Database.Store | import("@effect/sql").SqlClient.SqlClient, E, R>,
+  /** The master key of the vault (default: from `TRACKLAYER_MASTER_KEY`). */
+  masterKey: Layer.Layer<Vault.MasterKey, TrackLayerConfig.ConfigError> = Vault.layerMasterKeyConfig
 ) => {
   const configLayer = Layer.succeed(TrackLayerConfig.TrackLayerConfig, config)
-  const base = Layer.mergeAll(EventStore.layer, Identity.layer).pipe(Layer.provideMerge(store))
+  // Personal data is sealed per person by the vault under the master key (docs/privacy.md).
+  const vault = Vault.layer.pipe(Layer.provide(masterKey))
+  const base = Layer.mergeAll(EventStore.layer, Identity.layer).pipe(
+    Layer.provideMerge(vault),
+    Layer.provideMerge(store)
+  )
   // The projector folds the log into identity and consent state; delivery reads only what it has folded.
   const projected = Projector.layer.pipe(Layer.provideMerge(base), Layer.provide(configLayer))
-  const services = Layer.mergeAll(Ingest.layer, Delivery.layer).pipe(
+  const services = Layer.mergeAll(Ingest.layer, Delivery.layer, Erasure.layer).pipe(
     Layer.provideMerge(projected),
     Layer.provide(NodeHttpClient.layerUndici),
     Layer.provide(configLayer)
   )
-  return Explain.layer.pipe(Layer.provideMerge(services))
+  return Explain.layer.pipe(Layer.provideMerge(services), Layer.provideMerge(configLayer))
 }
 
 /** The gateway serving HTTP on `listen`, with the store selected by configuration (DATABASE_URL or PGlite). */
@@ -47,10 +57,12 @@ export const layer = <E, R>(options: {
   readonly listen: Listen
   readonly keys: Layer.Layer<Keys, E, R>
   readonly store?: typeof Database.layer
+  /** The vault's master key (default: from `TRACKLAYER_MASTER_KEY`). */
+  readonly masterKey?: Layer.Layer<Vault.MasterKey, TrackLayerConfig.ConfigError>
   /** Called once the server listens, with its base URL and the store in use. */
   readonly onListening?: (url: string, store: Database.StoreInfo) => Effect.Effect<void>
 }) => {
-  const pipe = pipeline(options.config, options.store ?? Database.layer)
+  const pipe = pipeline(options.config, options.store ?? Database.layer, options.masterKey)
   const announce = Layer.effectDiscard(
     Effect.gen(function*() {
       const store = yield* Database.Store
