@@ -1,0 +1,914 @@
+/**
+ * The Google destination: canonical events → Google Data Manager API conversion events
+ * (`POST https://datamanager.googleapis.com/v1/events:ingest`).
+ *
+ * `transform` is pure and returns the exact wire event plus the conversion action it goes to. `send` groups a batch
+ * by conversion action (one `destinations` entry per request), authenticates with an OAuth access token (refresh
+ * token grant, cached — see `OAuth`), and reads every documented answer: a fail-fast 400 whose `BadRequest`
+ * field violations name events rejects only those events and resends the rest; 401 refreshes the token once;
+ * 403 pauses the destination; 429 and 5xx are retryable (`Retry-After` / `RetryInfo` honoured). A `{ requestId }`
+ * answer means "received": processing is asynchronous, so `send` polls `requestStatus:retrieve` for a bounded time
+ * and records the final status per event.
+ */
+import type { HttpClientError } from "@effect/platform"
+import { HttpClient, HttpClientRequest } from "@effect/platform"
+import * as Destination from "@tracklayer/core/Destination"
+import * as Pii from "@tracklayer/core/Pii"
+import { Clock, Config, ConfigError, Duration, Effect, Either, Option, ParseResult, Redacted, Schema } from "effect"
+import * as OAuth from "./OAuth.js"
+import * as GoogleAdsSandbox from "./Sandbox.js"
+
+type DeliveryEvent = Destination.DeliveryEvent
+type Outcome = Destination.Outcome
+type ResponseInfo = Destination.ResponseInfo
+type SendError = Destination.SendError
+
+// ---------------------------------------------------------------------------------------------------------------
+// Constants
+// ---------------------------------------------------------------------------------------------------------------
+
+/** The Data Manager API version this plugin speaks. Bump only with a new major. */
+export const DATA_MANAGER_API_VERSION = "v1"
+/** Default API base (the version is appended: `<base>/v1/events:ingest`). */
+export const DEFAULT_API_BASE = "https://datamanager.googleapis.com"
+/** Google's OAuth token endpoint. */
+export const DEFAULT_TOKEN_URL = OAuth.DEFAULT_TOKEN_URL
+/** OAuth scope requested for the refresh token. */
+export const SCOPE = OAuth.SCOPE
+
+/** Package name (matches package.json). */
+export const PLUGIN_NAME = "@tracklayer/plugin-google-ads"
+/** Package version (matches package.json; a test keeps them equal). */
+export const PLUGIN_VERSION = "0.1.0"
+
+/** `IngestEventsRequest`: at most 2000 events. */
+export const MAX_EVENTS_PER_REQUEST = 2000
+/** At most 10 user identifiers per event's `userData`. */
+export const MAX_USER_IDENTIFIERS = 10
+/** Google Ads' longest (and default) click-through conversion window. */
+export const DEFAULT_CLICK_THROUGH_WINDOW_DAYS = 90
+/** Longest response excerpt kept in an outcome or error. */
+export const MAX_BODY_EXCERPT = 2000
+/** Most ingest requests one `send` call makes (resends after field violations included). */
+export const MAX_REQUESTS_PER_SEND = 32
+/** How long `send` waits for a final request status by default. */
+export const DEFAULT_STATUS_POLL_TIMEOUT_MS = 20_000
+/** First wait between two status polls (doubled each time, at most `MAX_STATUS_POLL_INTERVAL_MS`). */
+export const DEFAULT_STATUS_POLL_INTERVAL_MS = 500
+export const MAX_STATUS_POLL_INTERVAL_MS = 5_000
+
+const DAY_MS = 86_400_000
+
+/** `Event.eventSource` values. */
+export const EVENT_SOURCES = ["WEB", "APP", "IN_STORE", "PHONE", "OTHER"] as const
+export type EventSource = (typeof EVENT_SOURCES)[number]
+
+// ---------------------------------------------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------------------------------------------
+
+const HttpUrl = Schema.String.pipe(
+  Schema.filter((s) => {
+    try {
+      const u = new URL(s)
+      return u.protocol === "https:" || u.protocol === "http:"
+    } catch {
+      return false
+    }
+  }, { message: () => "expected an http(s) URL" }),
+  Schema.annotations({ identifier: "HttpUrl" })
+)
+
+/** A Google Ads customer id: `123-456-7890` or `1234567890` in, `1234567890` out. */
+export const AccountId = Schema.transformOrFail(Schema.String, Schema.String, {
+  strict: true,
+  decode: (s, _, ast) => {
+    const digits = s.trim().replace(/[-\s]/g, "")
+    return /^\d{10}$/.test(digits)
+      ? ParseResult.succeed(digits)
+      : ParseResult.fail(
+        new ParseResult.Type(
+          ast,
+          s,
+          `expected a 10-digit Google Ads customer id ("1234567890" or "123-456-7890"), got ${JSON.stringify(s)}`
+        )
+      )
+  },
+  encode: ParseResult.succeed
+}).annotations({ identifier: "GoogleAdsAccountId" })
+
+const ConversionActionId = Schema.String.pipe(
+  Schema.pattern(/^\d{1,19}$/, { message: () => "a conversion action id is a number (digits only)" })
+)
+
+/** An instance's settings. The client secret and the refresh token are `Redacted` once decoded. */
+export const Settings = Schema.Struct({
+  /** The Google Ads account that receives the conversions (10 digits; hyphens are removed). */
+  operatingAccountId: AccountId,
+  /** The manager account the credentials log in through, when it is not the operating account. */
+  loginAccountId: Schema.optionalWith(AccountId, { exact: true }),
+  /** Canonical event name → conversion action id (`productDestinationId`). Unmapped events are not sent. */
+  conversionActions: Schema.optionalWith(Schema.Record({ key: Schema.String, value: ConversionActionId }), {
+    default: () => ({})
+  }),
+  /** OAuth client id. */
+  clientId: Schema.NonEmptyString.annotations({ message: () => "the Google OAuth client id must not be empty" }),
+  /** OAuth client secret. (The message never repeats the value.) */
+  clientSecret: Schema.Redacted(
+    Schema.NonEmptyString.annotations({ message: () => "the Google OAuth client secret must not be empty" })
+  ),
+  /** OAuth refresh token with the `datamanager` scope. */
+  refreshToken: Schema.Redacted(
+    Schema.NonEmptyString.annotations({ message: () => "the Google OAuth refresh token must not be empty" })
+  ),
+  /** API base, `https://datamanager.googleapis.com` (default) or a sandbox. */
+  apiBase: Schema.optionalWith(HttpUrl, { default: () => DEFAULT_API_BASE }),
+  /** OAuth token endpoint, `https://oauth2.googleapis.com/token` (default) or a sandbox. */
+  tokenUrl: Schema.optionalWith(HttpUrl, { default: () => DEFAULT_TOKEN_URL }),
+  /** Test mode: Google validates each request and stores nothing. */
+  validateOnly: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /** The conversion actions' click-through window, 1–90 days (default 90). */
+  clickThroughWindowDays: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 90)), {
+    default: () => DEFAULT_CLICK_THROUGH_WINDOW_DAYS
+  }),
+  /** `eventSource` for every event; `auto` (default): `WEB` when a page URL or user agent is known, else `OTHER`. */
+  eventSource: Schema.optionalWith(Schema.Literal("auto", ...EVENT_SOURCES), { default: () => "auto" as const }),
+  /** The consent purpose that decides `adPersonalization` when an event states it (default `personalisation`). */
+  personalisationPurpose: Schema.optionalWith(Schema.NonEmptyString, { default: () => "personalisation" }),
+  /** Events per request (Google: at most 2000). */
+  maxEventsPerRequest: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, MAX_EVENTS_PER_REQUEST)), {
+    default: () => MAX_EVENTS_PER_REQUEST
+  }),
+  /** How long `send` polls `requestStatus:retrieve` for a final status (0: do not poll). */
+  statusPollTimeoutMs: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 120_000)), {
+    default: () => DEFAULT_STATUS_POLL_TIMEOUT_MS
+  }),
+  /** First wait between polls (doubled each time, at most 5 s). */
+  statusPollIntervalMs: Schema.optionalWith(Schema.Int.pipe(Schema.between(10, 10_000)), {
+    default: () => DEFAULT_STATUS_POLL_INTERVAL_MS
+  })
+}).annotations({ identifier: "GoogleAdsSettings" })
+export type Settings = typeof Settings.Type
+
+/** Non-secret options for `settingsFromEnv` (encoded settings; the env vars win where both are given). */
+export interface EnvOptions {
+  /** Config namespace (default `GOOGLE_ADS`): `GOOGLE_ADS_CLIENT_ID`, … */
+  readonly namespace?: string
+  readonly operatingAccountId?: string
+  readonly loginAccountId?: string
+  /** Canonical event → conversion action id; `<namespace>_CONVERSION_ACTIONS` entries are laid over it. */
+  readonly conversionActions?: Readonly<Record<string, string>>
+  readonly apiBase?: string
+  readonly tokenUrl?: string
+  readonly validateOnly?: boolean
+  readonly clickThroughWindowDays?: number
+  readonly eventSource?: "auto" | EventSource
+  readonly personalisationPurpose?: string
+  readonly maxEventsPerRequest?: number
+  readonly statusPollTimeoutMs?: number
+  readonly statusPollIntervalMs?: number
+}
+
+/** Reads `purchase=123,sign_up=456` (or a JSON object) into a mapping; a malformed entry is an error naming it. */
+export const parseConversionActions = (text: string): Either.Either<Record<string, string>, string> => {
+  const t = text.trim()
+  if (t === "") return Either.right({})
+  if (t.startsWith("{")) {
+    try {
+      const parsed: unknown = JSON.parse(t)
+      if (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) {
+        const out: Record<string, string> = {}
+        for (const [k, v] of Object.entries(parsed)) out[k] = String(v)
+        return Either.right(out)
+      }
+    } catch {
+      // fall through
+    }
+    return Either.left("expected a JSON object of event name → conversion action id")
+  }
+  const out: Record<string, string> = {}
+  for (const entry of t.split(",")) {
+    const [name, id, ...rest] = entry.split("=").map((s) => s.trim())
+    if (name === undefined || name === "" || id === undefined || id === "" || rest.length > 0) {
+      return Either.left(`expected event=conversionActionId pairs separated by commas, got ${JSON.stringify(entry)}`)
+    }
+    out[name] = id
+  }
+  return Either.right(out)
+}
+
+/**
+ * The instance's settings read through `Config`, in their encoded form: `GOOGLE_ADS_CLIENT_ID`,
+ * `GOOGLE_ADS_CLIENT_SECRET` (secret), `GOOGLE_ADS_REFRESH_TOKEN` (secret), `GOOGLE_ADS_OPERATING_ACCOUNT_ID`, and
+ * optional `GOOGLE_ADS_LOGIN_ACCOUNT_ID`, `GOOGLE_ADS_CONVERSION_ACTIONS`, `GOOGLE_ADS_API_BASE`,
+ * `GOOGLE_ADS_TOKEN_URL`, `GOOGLE_ADS_VALIDATE_ONLY`; everything else comes from `options`.
+ */
+export const settingsFromEnv = (options: EnvOptions = {}): Config.Config<unknown> => {
+  const { namespace = "GOOGLE_ADS", ...rest } = options
+  const optionalString = (name: string, description: string) =>
+    Config.option(Config.string(name).pipe(Config.withDescription(description)))
+  const config = Config.all({
+    clientId: Config.string("CLIENT_ID").pipe(Config.withDescription("Google OAuth client id")),
+    clientSecret: Config.redacted("CLIENT_SECRET").pipe(Config.withDescription("Google OAuth client secret")),
+    refreshToken: Config.redacted("REFRESH_TOKEN").pipe(
+      Config.withDescription(`Google OAuth refresh token with the scope ${SCOPE}`)
+    ),
+    operatingAccountId: rest.operatingAccountId !== undefined
+      ? optionalString("OPERATING_ACCOUNT_ID", "Google Ads account receiving the conversions (10 digits)")
+      : Config.string("OPERATING_ACCOUNT_ID").pipe(
+        Config.withDescription("Google Ads account receiving the conversions (10 digits)"),
+        Config.map(Option.some)
+      ),
+    loginAccountId: optionalString("LOGIN_ACCOUNT_ID", "Google Ads manager account used to log in (10 digits)"),
+    conversionActions: optionalString(
+      "CONVERSION_ACTIONS",
+      "Canonical event → conversion action id, as purchase=123,sign_up=456 or a JSON object"
+    ).pipe(
+      Config.mapOrFail((o) => {
+        if (Option.isNone(o)) return Either.right(Option.none<Record<string, string>>())
+        return Either.match(parseConversionActions(o.value), {
+          onLeft: (message) => Either.left(ConfigError.InvalidData([], message)),
+          onRight: (m) => Either.right(Option.some(m))
+        })
+      })
+    ),
+    apiBase: optionalString("API_BASE", `Data Manager API base (default ${DEFAULT_API_BASE})`),
+    tokenUrl: optionalString("TOKEN_URL", `OAuth token endpoint (default ${DEFAULT_TOKEN_URL})`),
+    validateOnly: Config.option(
+      Config.boolean("VALIDATE_ONLY").pipe(Config.withDescription("Validate requests only; Google stores nothing"))
+    )
+  })
+  return (namespace === "" ? config : Config.nested(config, namespace)).pipe(
+    Config.map((env): unknown => ({
+      ...rest,
+      clientId: env.clientId.trim(),
+      // Schema.Redacted decodes from the plain string, so the encoded object carries it.
+      clientSecret: Redacted.value(env.clientSecret).trim(),
+      refreshToken: Redacted.value(env.refreshToken).trim(),
+      ...(Option.isSome(env.operatingAccountId) ? { operatingAccountId: env.operatingAccountId.value } : {}),
+      ...(Option.isSome(env.loginAccountId) ? { loginAccountId: env.loginAccountId.value } : {}),
+      conversionActions: {
+        ...rest.conversionActions,
+        ...(Option.isSome(env.conversionActions) ? env.conversionActions.value : {})
+      },
+      ...(Option.isSome(env.apiBase) ? { apiBase: env.apiBase.value } : {}),
+      ...(Option.isSome(env.tokenUrl) ? { tokenUrl: env.tokenUrl.value } : {}),
+      ...(Option.isSome(env.validateOnly) ? { validateOnly: env.validateOnly.value } : {})
+    }))
+  )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Wire payload and transform
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Google's consent value. */
+export type ConsentStatus = "CONSENT_GRANTED" | "CONSENT_DENIED"
+
+/** One `UserIdentifier`: exactly one of the three, hashed (HEX encoding) except `regionCode` and `postalCode`. */
+export type UserIdentifier =
+  | { readonly emailAddress: string }
+  | { readonly phoneNumber: string }
+  | {
+    readonly address: {
+      readonly givenName: string
+      readonly familyName: string
+      readonly regionCode: string
+      readonly postalCode: string
+    }
+  }
+
+/** One Data Manager `Event` exactly as sent. */
+export interface DataManagerEvent {
+  /** The TrackLayer dedup key: Google deduplicates on it, and treats a changed value as an adjustment. */
+  readonly transactionId: string
+  /** RFC 3339, UTC. */
+  readonly eventTimestamp: string
+  readonly eventSource: EventSource
+  readonly conversionValue?: number
+  /** ISO 4217, sent with `conversionValue`. */
+  readonly currency?: string
+  /** At most one of the three. */
+  readonly adIdentifiers?: { readonly gclid: string } | { readonly gbraid: string } | { readonly wbraid: string }
+  readonly userData?: { readonly userIdentifiers: ReadonlyArray<UserIdentifier> }
+  readonly consent: { readonly adUserData: ConsentStatus; readonly adPersonalization: ConsentStatus }
+}
+
+/** What `transform` produces: the wire event and the conversion action (`productDestinationId`) it goes to. */
+export interface Payload {
+  readonly productDestinationId: string
+  readonly event: DataManagerEvent
+}
+
+const skip = (reason: Destination.SkipReason["reason"], detail: string) =>
+  Either.left(new Destination.SkipReason({ reason, detail }))
+
+const CLICK_ID_ORDER = ["gclid", "gbraid", "wbraid"] as const
+
+const days = (ms: number) => Math.round((ms / DAY_MS) * 10) / 10
+
+/** The click id sent: gclid before gbraid before wbraid (never two), with when it was first seen. */
+const clickIdOf = (event: DeliveryEvent) => {
+  const own = event.event.context?.click_ids ?? {}
+  for (const name of CLICK_ID_ORDER) {
+    const value = own[name] ?? event.identity.clickIds[name]
+    if (value !== undefined && value.trim() !== "") {
+      const seenAt = event.identity.clickIds[name] === value ? event.identity.clickIdsSeenAt?.[name] : undefined
+      return { name, value: value.trim(), seenAt }
+    }
+  }
+  return undefined
+}
+
+/** Up to 10 hashed user identifiers: emails, then phones, then the address (only when it is complete). */
+export const userIdentifiersOf = (event: DeliveryEvent): ReadonlyArray<UserIdentifier> => {
+  const user = event.event.user
+  const out: Array<UserIdentifier> = []
+  const seen = new Set<string>()
+  const add = (key: string, id: UserIdentifier) => {
+    if (seen.has(key) || out.length >= MAX_USER_IDENTIFIERS) return
+    seen.add(key)
+    out.push(id)
+  }
+  const rawEmails = [...event.identity.emails, ...(user?.email !== undefined ? [user.email] : [])]
+  // Digests of the trimmed, lower-cased form of the raw emails: the same address hashed the generic way, which
+  // differs from Google's for Gmail addresses with dots or a +tag. Those are not sent twice.
+  const genericDigests = new Set(rawEmails.map((e) => Pii.LinkedIn.email(e)?.hash).filter((h) => h !== undefined))
+  for (const raw of rawEmails) {
+    const h = Pii.Google.email(raw)
+    if (h !== undefined) add(`e:${h.hash}`, { emailAddress: h.hash })
+  }
+  const preHashed = [...event.identity.emailSha256, ...(user?.email_sha256 !== undefined ? [user.email_sha256] : [])]
+  for (const digest of preHashed) {
+    const d = digest.trim().toLowerCase()
+    if (Pii.isSha256(d) && !genericDigests.has(d)) add(`e:${d}`, { emailAddress: d })
+  }
+  // `phoneSha256` is the digest of digits without `+`; Google hashes E.164 with `+`, so only raw phones are used.
+  const country = user?.country
+  for (const raw of [...event.identity.phones, ...(user?.phone !== undefined ? [user.phone] : [])]) {
+    const h = Pii.Google.phone(raw, { defaultCountry: country })
+    if (h !== undefined) add(`p:${h.hash}`, { phoneNumber: h.hash })
+  }
+  const givenName = Pii.Google.givenName(user?.first_name)
+  const familyName = Pii.Google.familyName(user?.last_name)
+  const regionCode = Pii.Google.regionCode(user?.country)
+  const postalCode = Pii.Google.postalCode(user?.postal_code)
+  if (givenName !== undefined && familyName !== undefined && regionCode !== undefined && postalCode !== undefined) {
+    add("a", { address: { givenName: givenName.hash, familyName: familyName.hash, regionCode, postalCode } })
+  }
+  return out
+}
+
+const statusOf = (granted: boolean): ConsentStatus => (granted ? "CONSENT_GRANTED" : "CONSENT_DENIED")
+
+/**
+ * Per-event consent: `adUserData` from `advertising`; `adPersonalization` from `advertising` and, when the event
+ * states it, the personalisation purpose. An event reaches this destination only with `advertising` granted, so
+ * an absent answer counts as granted.
+ */
+export const consentOf = (event: DeliveryEvent, settings: Settings): DataManagerEvent["consent"] => {
+  const advertising = event.consent?.advertising ?? true
+  const personalisation = event.consent?.[settings.personalisationPurpose] ?? true
+  return { adUserData: statusOf(advertising), adPersonalization: statusOf(advertising && personalisation) }
+}
+
+const eventSourceOf = (event: DeliveryEvent, settings: Settings): EventSource => {
+  if (settings.eventSource !== "auto") return settings.eventSource
+  const c = event.event.context
+  return c?.page_url !== undefined || c?.user_agent !== undefined ? "WEB" : "OTHER"
+}
+
+/** Pure: the exact Data Manager event for one stored event (and its conversion action), or why it is skipped. */
+export const transform = (event: DeliveryEvent, settings: Settings): Either.Either<Payload, Destination.SkipReason> => {
+  const productDestinationId = settings.conversionActions[event.name]
+  if (productDestinationId === undefined) {
+    return skip("not_mapped", `event "${event.name}" has no conversion action in conversionActions`)
+  }
+  const windowMs = settings.clickThroughWindowDays * DAY_MS
+  // `transform` has no clock: the event's age is judged when TrackLayer received it (the router applies the
+  // plugin's static 90-day window against the clock).
+  if (event.receivedAt - event.timestamp > windowMs) {
+    return skip(
+      "window",
+      `the event is ${days(event.receivedAt - event.timestamp)} days older than its receipt; ` +
+        `the click-through window is ${settings.clickThroughWindowDays} days`
+    )
+  }
+  const properties = event.event.properties ?? {}
+  const value = properties.value
+  const currency = properties.currency
+  let money: { conversionValue: number; currency: string } | undefined
+  if (typeof value === "number" && Number.isFinite(value)) {
+    if (value < 0) return skip("invalid", `conversionValue must not be negative (value ${value})`)
+    if (typeof currency !== "string" || !/^[A-Z]{3}$/.test(currency)) {
+      return skip("invalid", `value ${value} has no ISO 4217 currency`)
+    }
+    money = { conversionValue: value, currency }
+  }
+  const click = clickIdOf(event)
+  const clickExpired = click?.seenAt !== undefined && event.timestamp - click.seenAt > windowMs
+  const identifiers = userIdentifiersOf(event)
+  if ((click === undefined || clickExpired) && identifiers.length === 0) {
+    if (clickExpired) {
+      return skip(
+        "window",
+        `the ${click!.name} click was ${days(event.timestamp - click!.seenAt!)} days before the conversion; ` +
+          `the click-through window is ${settings.clickThroughWindowDays} days, and there is no user identifier`
+      )
+    }
+    return skip(
+      "invalid",
+      "Google needs a click id (gclid, gbraid or wbraid) or a user identifier (email, phone, or name with " +
+        "country and postal code); the person has none"
+    )
+  }
+  const adIdentifiers = click !== undefined && !clickExpired
+    ? ({ [click.name]: click.value } as unknown as NonNullable<DataManagerEvent["adIdentifiers"]>)
+    : undefined
+  return Either.right({
+    productDestinationId,
+    event: {
+      transactionId: event.dedupKey,
+      eventTimestamp: new Date(event.timestamp).toISOString(),
+      eventSource: eventSourceOf(event, settings),
+      ...(money !== undefined ? money : {}),
+      ...(adIdentifiers !== undefined ? { adIdentifiers } : {}),
+      ...(identifiers.length > 0 ? { userData: { userIdentifiers: identifiers } } : {}),
+      consent: consentOf(event, settings)
+    }
+  })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Send
+// ---------------------------------------------------------------------------------------------------------------
+
+/** The `IngestEventsRequest` body for events going to one conversion action. */
+export const requestBody = (
+  productDestinationId: string,
+  events: ReadonlyArray<DataManagerEvent>,
+  settings: Settings
+) => ({
+  destinations: [{
+    operatingAccount: { accountType: "GOOGLE_ADS", accountId: settings.operatingAccountId },
+    ...(settings.loginAccountId !== undefined
+      ? { loginAccount: { accountType: "GOOGLE_ADS", accountId: settings.loginAccountId } }
+      : {}),
+    productDestinationId
+  }],
+  events,
+  encoding: "HEX",
+  ...(settings.validateOnly ? { validateOnly: true } : {})
+})
+
+/** Milliseconds to wait from a `Retry-After` header (delay-seconds or HTTP-date), or undefined. */
+export const parseRetryAfter = (header: string | undefined, nowMs: number): number | undefined => {
+  if (header === undefined) return undefined
+  const h = header.trim()
+  if (/^\d+(\.\d+)?$/.test(h)) return Math.round(Number(h) * 1000)
+  const at = Date.parse(h)
+  return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs)
+}
+
+const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
+const recordOf = (u: unknown): Record<string, unknown> => (isRecord(u) ? u : {})
+const arrayOf = (u: unknown): ReadonlyArray<unknown> => (Array.isArray(u) ? u : [])
+const stringOf = (u: unknown): string | undefined => (typeof u === "string" ? u : undefined)
+
+/** A google.rpc `Status` as the REST API returns it under `error`. */
+export interface RpcStatus {
+  readonly code: number | undefined
+  readonly status: string | undefined
+  readonly message: string | undefined
+  /** `BadRequest.fieldViolations`. */
+  readonly fieldViolations: ReadonlyArray<{ readonly field: string; readonly description: string }>
+  /** `RetryInfo.retryDelay` in ms. */
+  readonly retryDelayMs: number | undefined
+  /** `ErrorInfo.reason`. */
+  readonly reason: string | undefined
+}
+
+/** Reads a google.rpc Status error body (`{ error: { code, status, message, details[] } }`). */
+export const parseRpcStatus = (json: unknown): RpcStatus => {
+  const error = recordOf(recordOf(json).error)
+  const fieldViolations: Array<{ field: string; description: string }> = []
+  let retryDelayMs: number | undefined
+  let reason: string | undefined
+  for (const d of arrayOf(error.details)) {
+    const detail = recordOf(d)
+    const type = stringOf(detail["@type"]) ?? ""
+    if (type.endsWith("google.rpc.BadRequest")) {
+      for (const v of arrayOf(detail.fieldViolations)) {
+        const fv = recordOf(v)
+        fieldViolations.push({ field: stringOf(fv.field) ?? "", description: stringOf(fv.description) ?? "" })
+      }
+    } else if (type.endsWith("google.rpc.RetryInfo")) {
+      const m = /^(\d+(?:\.\d+)?)s$/.exec(stringOf(detail.retryDelay) ?? "")
+      if (m !== null) retryDelayMs = Math.round(Number(m[1]) * 1000)
+    } else if (type.endsWith("google.rpc.ErrorInfo")) {
+      reason = stringOf(detail.reason)
+    }
+  }
+  return {
+    code: typeof error.code === "number" ? error.code : undefined,
+    status: stringOf(error.status),
+    message: stringOf(error.message),
+    fieldViolations,
+    retryDelayMs,
+    reason
+  }
+}
+
+/** The event index a field violation names (`events[3].conversionValue` → 3), or undefined. */
+export const violationIndex = (field: string): number | undefined => {
+  const m = /^events\[(\d+)\]/.exec(field.trim())
+  return m === null ? undefined : Number(m[1])
+}
+
+interface Reply {
+  readonly status: number
+  readonly json: unknown
+  readonly retryAfterMs: number | undefined
+  readonly info: ResponseInfo
+}
+
+interface SendContext {
+  readonly settings: Settings
+  /** Access tokens used in this send (redacted from every excerpt). */
+  readonly tokens: Array<string>
+  /** Ingest requests left in this `send` call. */
+  budget: number
+}
+
+const excerpt = (text: string, ctx: SendContext): string =>
+  OAuth.redact(text, ctx.settings, ctx.tokens).slice(0, MAX_BODY_EXCERPT)
+
+const url = (settings: Settings, path: string) =>
+  `${settings.apiBase.replace(/\/+$/, "")}/${DATA_MANAGER_API_VERSION}/${path}`
+
+const transportError = (ctx: SendContext) => (error: HttpClientError.HttpClientError) =>
+  new Destination.RetryableError({ message: excerpt(`Google Data Manager request failed: ${error.message}`, ctx) })
+
+/** One HTTP exchange with a bearer token; a 401 invalidates the cached token and retries once with a fresh one. */
+const authorized = (
+  build: (token: string) => HttpClientRequest.HttpClientRequest,
+  ctx: SendContext
+): Effect.Effect<Reply, SendError, HttpClient.HttpClient> =>
+  Effect.gen(function*() {
+    const client = yield* HttpClient.HttpClient
+    const once = (token: string) =>
+      Effect.gen(function*() {
+        if (!ctx.tokens.includes(token)) ctx.tokens.push(token)
+        const response = yield* client.execute(build(token)).pipe(Effect.mapError(transportError(ctx)))
+        const text = yield* response.text.pipe(Effect.mapError(transportError(ctx)))
+        const now = yield* Clock.currentTimeMillis
+        let json: unknown = undefined
+        try {
+          json = JSON.parse(text)
+        } catch {
+          // Gateways answer 502/504 with HTML; the status alone decides then.
+        }
+        return {
+          status: response.status,
+          json,
+          retryAfterMs: parseRetryAfter(response.headers["retry-after"], now),
+          info: { status: response.status, body: excerpt(text, ctx) }
+        } satisfies Reply
+      })
+    const first = yield* OAuth.accessToken(ctx.settings)
+    const reply = yield* once(first)
+    if (reply.status !== 401) return reply
+    OAuth.invalidate(ctx.settings, first)
+    const fresh = yield* OAuth.accessToken(ctx.settings, { force: true })
+    const again = yield* once(fresh)
+    if (again.status !== 401) return again
+    return yield* new Destination.AuthFailedError({
+      message: excerpt(
+        `Google refused a freshly issued access token (401 ${rpcText(again)}): check that the refresh token has ` +
+          `the scope ${SCOPE}`,
+        ctx
+      ),
+      status: again.status,
+      body: again.info.body
+    })
+  })
+
+const rpcText = (reply: Reply): string => {
+  const s = parseRpcStatus(reply.json)
+  const parts = [s.status, s.message].filter((p) => p !== undefined && p !== "")
+  return parts.length > 0 ? parts.join(": ") : reply.info.body.slice(0, 200)
+}
+
+const ingest = (productDestinationId: string, events: ReadonlyArray<DataManagerEvent>, ctx: SendContext) =>
+  Effect.gen(function*() {
+    ctx.budget -= 1
+    const body = JSON.stringify(requestBody(productDestinationId, events, ctx.settings))
+    yield* Effect.annotateCurrentSpan({ "google_ads.events": events.length, "google_ads.request_bytes": body.length })
+    const reply = yield* authorized(
+      (token) =>
+        HttpClientRequest.post(url(ctx.settings, "events:ingest")).pipe(
+          HttpClientRequest.bearerToken(token),
+          HttpClientRequest.bodyText(body, "application/json"),
+          HttpClientRequest.acceptJson
+        ),
+      ctx
+    )
+    yield* Effect.annotateCurrentSpan("http.status", reply.status)
+    return reply
+  }).pipe(Effect.withSpan("GoogleAds.ingest"))
+
+/** The final (or last known) status of an ingest request, as TrackLayer records it. */
+export interface RequestOutcome {
+  readonly requestStatus: "SUCCESS" | "PARTIAL_SUCCESS" | "FAILED" | "PROCESSING" | "UNKNOWN"
+  /** Events in the request as Google counted them (`eventsIngestionStatus.recordCount`). */
+  readonly recordCount?: string
+  /** `errorInfo.errorCounts`: reason → records. */
+  readonly errorCounts: ReadonlyArray<{ readonly reason: string; readonly recordCount: string }>
+  readonly note?: string
+}
+
+/** Reads the first destination's status of a `requestStatus:retrieve` answer. */
+export const parseRequestStatus = (json: unknown): RequestOutcome => {
+  const first = recordOf(arrayOf(recordOf(json).requestStatusPerDestination)[0])
+  const status = stringOf(first.requestStatus)
+  const requestStatus = status === "SUCCESS" || status === "PARTIAL_SUCCESS" || status === "FAILED" ||
+      status === "PROCESSING"
+    ? status
+    : "UNKNOWN"
+  const recordCount = recordOf(first.eventsIngestionStatus).recordCount
+  const errorCounts = arrayOf(recordOf(first.errorInfo).errorCounts).map((c) => ({
+    reason: stringOf(recordOf(c).reason) ?? "UNKNOWN",
+    recordCount: String(recordOf(c).recordCount ?? "?")
+  }))
+  return {
+    requestStatus,
+    ...(recordCount !== undefined ? { recordCount: String(recordCount) } : {}),
+    errorCounts
+  }
+}
+
+/** Polls `requestStatus:retrieve` until a final status or `statusPollTimeoutMs`; never fails (the events are in). */
+const pollStatus = (requestId: string, ctx: SendContext): Effect.Effect<RequestOutcome, never, HttpClient.HttpClient> =>
+  Effect.gen(function*() {
+    const timeout = ctx.settings.statusPollTimeoutMs
+    if (timeout === 0) return { requestStatus: "PROCESSING", errorCounts: [], note: "status not polled" } as const
+    const start = yield* Clock.currentTimeMillis
+    let delay = ctx.settings.statusPollIntervalMs
+    for (;;) {
+      const reply = yield* authorized(
+        (token) =>
+          HttpClientRequest.get(url(ctx.settings, "requestStatus:retrieve")).pipe(
+            HttpClientRequest.setUrlParam("requestId", requestId),
+            HttpClientRequest.bearerToken(token),
+            HttpClientRequest.acceptJson
+          ),
+        ctx
+      )
+      if (reply.status !== 200) {
+        return {
+          requestStatus: "UNKNOWN",
+          errorCounts: [],
+          note: `status unavailable: requestStatus:retrieve answered ${reply.status} ${rpcText(reply)}`
+        } satisfies RequestOutcome
+      }
+      const outcome = parseRequestStatus(reply.json)
+      if (outcome.requestStatus !== "PROCESSING" && outcome.requestStatus !== "UNKNOWN") return outcome
+      const now = yield* Clock.currentTimeMillis
+      if (now - start + delay > timeout) {
+        return { ...outcome, note: `still ${outcome.requestStatus} after ${now - start} ms` }
+      }
+      yield* Effect.sleep(Duration.millis(delay))
+      delay = Math.min(delay * 2, MAX_STATUS_POLL_INTERVAL_MS)
+    }
+  }).pipe(
+    Effect.catchAll((e) =>
+      Effect.succeed(
+        { requestStatus: "UNKNOWN", errorCounts: [], note: `status unavailable: ${e.message}` } satisfies RequestOutcome
+      )
+    ),
+    Effect.withSpan("GoogleAds.pollStatus")
+  )
+
+const countsText = (o: RequestOutcome) =>
+  o.errorCounts.length === 0 ? "no error counts" : o.errorCounts.map((c) => `${c.reason} × ${c.recordCount}`).join(", ")
+
+/** Outcomes for the events of an ingest request Google answered `{ requestId }`. */
+const onReceived = (events: ReadonlyArray<DataManagerEvent>, reply: Reply, ctx: SendContext) =>
+  Effect.gen(function*() {
+    const requestId = stringOf(recordOf(reply.json).requestId) ?? ""
+    if (ctx.settings.validateOnly) {
+      const info = {
+        status: reply.status,
+        body: JSON.stringify({ requestId, validateOnly: true, note: "validate only: Google stored nothing" })
+      }
+      return events.map(() => Destination.Accepted(info))
+    }
+    const outcome = yield* pollStatus(requestId, ctx)
+    const summary = { requestId, ...outcome }
+    const info = { status: reply.status, body: excerpt(JSON.stringify(summary), ctx) }
+    switch (outcome.requestStatus) {
+      case "FAILED":
+        return events.map(() =>
+          Destination.Rejected(`Google failed the request ${requestId} (FAILED: ${countsText(outcome)})`, info)
+        )
+      case "PROCESSING":
+      case "UNKNOWN":
+        return events.map(() =>
+          Destination.Accepted({
+            status: reply.status,
+            body: excerpt(JSON.stringify({ ...summary, note: `accepted; processing (${outcome.note ?? ""})` }), ctx)
+          })
+        )
+      default:
+        // SUCCESS, or PARTIAL_SUCCESS: Google reports counts per request, not which events failed.
+        return events.map(() => Destination.Accepted(info))
+    }
+  })
+
+/** Sends `events` (one conversion action) and classifies the answer; a whole-request failure is an error. */
+const exchange = (
+  productDestinationId: string,
+  events: ReadonlyArray<DataManagerEvent>,
+  ctx: SendContext
+): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> =>
+  Effect.gen(function*() {
+    const reply = yield* ingest(productDestinationId, events, ctx)
+    const s = reply.status
+    const fields = { status: s, body: reply.info.body }
+    if (s >= 200 && s < 300) return yield* onReceived(events, reply, ctx)
+    const rpc = parseRpcStatus(reply.json)
+    if (s === 400) return yield* onInvalid(productDestinationId, events, reply, rpc, ctx)
+    if (s === 403) {
+      return yield* new Destination.AuthFailedError({
+        message: excerpt(
+          `Google denied access to account ${ctx.settings.operatingAccountId} (403 ${rpcText(reply)}): check the ` +
+            `account ids and that the OAuth user can manage the account`,
+          ctx
+        ),
+        ...fields
+      })
+    }
+    if (s === 404 || s === 405) {
+      // A wrong API base is an operator problem like a wrong credential: pause, drop nothing.
+      return yield* new Destination.AuthFailedError({
+        message: `Google Data Manager API answered ${s}: check the apiBase setting (${ctx.settings.apiBase})`,
+        ...fields
+      })
+    }
+    if (s === 408 || s === 429 || s >= 500) {
+      const retryAfterMs = reply.retryAfterMs ?? rpc.retryDelayMs
+      return yield* new Destination.RetryableError({
+        message: excerpt(`Google Data Manager API answered ${s}: ${rpcText(reply)}`, ctx),
+        ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+        ...fields
+      })
+    }
+    return yield* new Destination.PayloadInvalidError({
+      message: excerpt(`Google Data Manager API refused the request (${s}): ${rpcText(reply)}`, ctx),
+      ...fields
+    })
+  })
+
+/**
+ * Like `exchange`, for requests made after part of the batch already has an outcome: whole-request failures become
+ * per-event outcomes (auth failures still stop the send; `transactionId` makes resending the batch safe).
+ */
+const exchangeRest = (
+  productDestinationId: string,
+  events: ReadonlyArray<DataManagerEvent>,
+  ctx: SendContext
+): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> => {
+  if (events.length === 0) return Effect.succeed([])
+  if (ctx.budget <= 0) {
+    return Effect.succeed(
+      events.map(() => Destination.Retry(`not sent: more than ${MAX_REQUESTS_PER_SEND} requests in one send`))
+    )
+  }
+  const info = (e: { readonly status?: number | undefined; readonly body?: string | undefined }) =>
+    e.status !== undefined ? { status: e.status, body: e.body ?? "" } : undefined
+  return exchange(productDestinationId, events, ctx).pipe(
+    Effect.catchTags({
+      RetryableError: (e) => Effect.succeed(events.map(() => Destination.Retry(e.message, e.retryAfterMs, info(e)))),
+      PayloadInvalidError: (e) => Effect.succeed(events.map(() => Destination.Rejected(e.message, info(e))))
+    })
+  )
+}
+
+/** A fail-fast 400: reject the events the field violations name, resend the rest. */
+const onInvalid = (
+  productDestinationId: string,
+  events: ReadonlyArray<DataManagerEvent>,
+  reply: Reply,
+  rpc: RpcStatus,
+  ctx: SendContext
+) =>
+  Effect.gen(function*() {
+    const reasons = new Map<number, Array<string>>()
+    let unindexed = 0
+    for (const v of rpc.fieldViolations) {
+      const i = violationIndex(v.field)
+      if (i === undefined || i >= events.length) {
+        unindexed += 1
+        continue
+      }
+      reasons.set(i, [...(reasons.get(i) ?? []), `${v.field}: ${v.description}`])
+    }
+    // A violation of the request itself (destinations, encoding) would fail every resend too.
+    if (reasons.size === 0 || unindexed > 0) {
+      return yield* new Destination.PayloadInvalidError({
+        message: excerpt(`Google Data Manager API refused the request (400): ${rpcText(reply)}`, ctx),
+        status: reply.status,
+        body: reply.info.body
+      })
+    }
+    const outcomes: Array<Outcome | undefined> = []
+    const rest: Array<number> = []
+    events.forEach((_, i) => {
+      const r = reasons.get(i)
+      if (r !== undefined) outcomes[i] = Destination.Rejected(excerpt(r.join("; "), ctx), reply.info)
+      else rest.push(i)
+    })
+    const resent = yield* exchangeRest(productDestinationId, rest.map((i) => events[i]!), ctx)
+    rest.forEach((i, k) => (outcomes[i] = resent[k]))
+    return outcomes as ReadonlyArray<Outcome>
+  })
+
+/**
+ * Sends one batch: one request per conversion action (more to resend what a 400 did not name, or when a group
+ * exceeds `maxEventsPerRequest`), then polls each request's status. One outcome per prepared event, in order.
+ */
+export const send = Effect.fn("GoogleAds.send")(function*(
+  batch: ReadonlyArray<Destination.Prepared<Payload>>,
+  settings: Settings
+) {
+  yield* Effect.annotateCurrentSpan("google_ads.batch_size", batch.length)
+  if (batch.length === 0) return [] as ReadonlyArray<Outcome>
+  const ctx: SendContext = { settings, tokens: [], budget: MAX_REQUESTS_PER_SEND }
+  const groups = new Map<string, Array<number>>()
+  batch.forEach((p, i) => {
+    const g = groups.get(p.payload.productDestinationId) ?? []
+    g.push(i)
+    groups.set(p.payload.productDestinationId, g)
+  })
+  const outcomes: Array<Outcome> = []
+  let first = true
+  for (const [productDestinationId, indexes] of groups) {
+    for (let start = 0; start < indexes.length; start += settings.maxEventsPerRequest) {
+      const part = indexes.slice(start, start + settings.maxEventsPerRequest)
+      const events = part.map((i) => batch[i]!.payload.event)
+      // Until something was delivered, a whole-request failure is the batch's failure.
+      const result = yield* (first ? exchange : exchangeRest)(productDestinationId, events, ctx)
+      first = false
+      part.forEach((i, k) => (outcomes[i] = result[k]!))
+    }
+  }
+  return outcomes as ReadonlyArray<Outcome>
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Plugin and instance
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Request limits: 2000 events per request; bytes are not limited by Google, 5 MB keeps requests reasonable. */
+export const limits: Destination.Limits = { maxEventsPerRequest: MAX_EVENTS_PER_REQUEST, maxBytesPerRequest: 5_000_000 }
+
+/** The Google Data Manager destination plugin (plugin API v1). */
+export const plugin: Destination.DestinationPlugin<Settings, Payload> = {
+  name: PLUGIN_NAME,
+  version: PLUGIN_VERSION,
+  pluginApi: "^1.0.0",
+  settings: Settings,
+  purposes: ["advertising"],
+  limits,
+  // The longest click-through window; a shorter `clickThroughWindowDays` is applied in `transform`.
+  window: Duration.days(DEFAULT_CLICK_THROUGH_WINDOW_DAYS),
+  transform,
+  send,
+  // Resending a transactionId with another value is an adjustment at Google.
+  supportsAdjustments: true,
+  sandbox: (options) => GoogleAdsSandbox.start(options)
+}
+
+/** Options of `destination`. */
+export interface DestinationOptions {
+  /** Instance id (default `google-ads`). */
+  readonly id?: string
+  /** Canonical event names routed here (default: all; only mapped ones are sent). */
+  readonly events?: ReadonlyArray<string>
+  readonly startFrom?: Destination.StartFrom
+  /** Encoded settings (default `settingsFromEnv()`). */
+  readonly settings?: Config.Config<unknown>
+  /** Consent purposes this instance needs (default `["advertising"]`). */
+  readonly purposes?: ReadonlyArray<string>
+}
+
+/** A configured Google Data Manager destination instance for `tracklayer.config.ts`. */
+export const destination = (options: DestinationOptions = {}): Destination.DestinationInstance<Settings, Payload> =>
+  Destination.instance({
+    id: options.id ?? "google-ads",
+    plugin,
+    settings: options.settings ?? settingsFromEnv(),
+    ...(options.events !== undefined ? { events: options.events } : {}),
+    ...(options.startFrom !== undefined ? { startFrom: options.startFrom } : {}),
+    ...(options.purposes !== undefined ? { purposes: options.purposes } : {})
+  })
