@@ -38,14 +38,14 @@ describe("consent", () => {
 
     expect(await at("evt_0101", "ads")).toMatchObject({
       status: "dropped",
-      reason: "consent: (advertising) advertising denied at event time (inline consent)"
+      reason: "consent (advertising): advertising denied at event time (inline consent)"
     })
     // evt_0102 and evt_0103 carry no consent: the denial made on device web_a7c2 followed it into usr_5530.
     for (const id of ["evt_0102", "evt_0103"]) {
       const d = await at(id, "ads")
       expect(d.status).toBe("dropped")
       expect(d.reason).toMatch(
-        /^consent: \(advertising\) advertising denied at event time \(consent given with an event at /
+        /^consent \(advertising\): advertising denied at event time \(consent given with an event at /
       )
     }
     // Analytics was granted: Amplitude got them all.
@@ -102,7 +102,7 @@ describe("consent", () => {
     await h.sandboxes["ads"]!.setFaults({ down: false })
     expect(await waitFor(async () => (await at("c_retry_8421", "ads")).status === "dropped", 20_000)).toBe(true)
     expect((await at("c_retry_8421", "ads")).reason).toMatch(
-      /^consent: \(advertising\) advertising withdrawn at .* \(consent update\)$/
+      /^consent \(advertising\): advertising withdrawn at .* \(consent update\)$/
     )
     expect((await h.sandboxes["ads"]!.events()).map((e) => e.insert_id)).not.toContain("c_retry_8421")
     // Amplitude (analytics only) is unaffected by the advertising withdrawal.

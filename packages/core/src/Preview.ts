@@ -5,7 +5,7 @@
  */
 import { Effect, Either } from "effect"
 import { decodeEvent, type FieldError } from "./Contract.js"
-import { effectiveConsent, type ResolvedDestination, routeDecision, toDeliveryEvent } from "./Delivery.js"
+import { effectiveConsent, reasonText, type ResolvedDestination, routeDecision, toDeliveryEvent } from "./Delivery.js"
 import type { StoredEvent } from "./EventStore.js"
 import { partitionKeyOf, personKeyOf } from "./Ingest.js"
 import type { ResolvedConfig } from "./TrackLayerConfig.js"
@@ -69,7 +69,7 @@ export const preview = (
     }
     const decision = routeDecision(destination, stored, now, config.consent, [])
     if (decision) {
-      return { index, event_id: eventId, status: "dropped", reason: `${decision.reason}: ${decision.detail}` }
+      return { index, event_id: eventId, status: "dropped", reason: reasonText(decision) }
     }
     const de = { ...toDeliveryEvent(stored), consent: effectiveConsent(config.consent, stored, []) }
     const t = Either.try(() => destination.instance.plugin.transform(de, destination.settings)).pipe(

@@ -61,7 +61,8 @@ describe("routeDecision", () => {
     expect(Delivery.routeDecision(d(), everything, NOW)?.reason).toBe("not_mapped")
     expect(Delivery.routeDecision(d(), { ...everything, routable: true }, NOW)).toEqual({
       reason: "consent",
-      detail: "(advertising) advertising denied at event time (inline consent)"
+      purpose: "advertising",
+      detail: "advertising denied at event time (inline consent)"
     })
     const granted = { ...everything, routable: true, event: { ...everything.event, consent: { advertising: true } } }
     expect(Delivery.routeDecision(d(), granted, NOW)).toEqual({ reason: "duplicate", detail: "duplicate of e0" })
@@ -96,7 +97,8 @@ describe("routeDecision", () => {
     const noConsent = stored({}, { consent: undefined })
     expect(Delivery.routeDecision(d(), noConsent, NOW)).toEqual({
       reason: "consent",
-      detail: "(advertising) advertising not granted (built-in default)"
+      purpose: "advertising",
+      detail: "advertising not granted (built-in default)"
     })
     const policy = Either.getOrThrow(Consent.resolvePolicy({ defaults: { advertising: "granted" } }))
     expect(Delivery.routeDecision(d(), noConsent, NOW, policy)).toBeUndefined()
