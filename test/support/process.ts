@@ -27,11 +27,12 @@ export interface Gateway {
 export const startGateway = async (
   args: ReadonlyArray<string>,
   env: Record<string, string>,
-  port: number
+  port: number,
+  cwd: string = ROOT
 ): Promise<Gateway> => {
   let out = ""
   const child = spawn(process.execPath, [BIN, "serve", "--port", String(port), ...args], {
-    cwd: ROOT,
+    cwd,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]
   })
