@@ -210,7 +210,7 @@ describe("tracklayer preview", () => {
       file
     ])
     expect(unknownDest.code).toBe(2)
-    expect(unknownDest.stderr).toContain("--destination: \"nope\" is not configured; configured: amplitude")
+    expect(unknownDest.stderr).toContain("--destination: \"nope\" is not configured; configured: amplitude, meta, google-ads, linkedin")
     const noCreds = await cli([
       "preview",
       "--destination",
@@ -221,7 +221,7 @@ describe("tracklayer preview", () => {
     ], { AMPLITUDE_API_KEY: "" })
     expect(noCreds.code).toBe(2)
     expect(noCreds.stderr).toContain("(or pass --sandbox to preview with sandbox settings)")
-  }, 60_000)
+  }, 150_000)
 })
 
 describe("config modules", () => {
@@ -234,7 +234,7 @@ describe("config modules", () => {
 
   it("loads .ts and .mjs modules and reports the field at fault", async () => {
     const ts = await load(path.join(ROOT, "tracklayer.config.ts"))
-    expect(Either.isRight(ts) && ts.right.destinations.map((d) => d.id)).toEqual(["amplitude"])
+    expect(Either.isRight(ts) && ts.right.destinations.map((d) => d.id)).toEqual(["amplitude", "meta", "google-ads", "linkedin"])
     const mjs = write(
       ".tmp-ok.config.mjs",
       `import { Vocabulary } from "@tracklayer/core"\nexport default { vocabulary: Vocabulary.canonical, destinations: [], unknownEvents: "store" }\n`
@@ -257,7 +257,7 @@ describe("config modules", () => {
       )
       const api = await load(mismatch)
       expect(Either.isLeft(api) && api.left.message).toContain(
-        "destinations[0].plugin: @tracklayer/plugin-amplitude@0.1.0 supports plugin API ^2.0.0, but this TrackLayer implements 1.0.0"
+        "destinations[0].plugin: @tracklayer/plugin-amplitude@0.1.0 supports plugin API ^2.0.0, but this TrackLayer implements 1.1.0"
       )
     } finally {
       for (const f of [mjs, badTs, mismatch]) fs.rmSync(f, { force: true })

@@ -118,8 +118,14 @@ describe("delivery", () => {
         true
       )
       expect((await h.sandboxes["amplitude"]!.stats()).events_stored).toBe(0)
+      // amplitude_b may finish before amplitude has made its first (failing) attempt: wait for that attempt.
+      expect(
+        await waitFor(
+          async () => (await h.destinations()).find((d) => d.destination === "amplitude")!.state === "backoff",
+          10_000
+        )
+      ).toBe(true)
       const health = await h.destinations()
-      expect(health.find((d) => d.destination === "amplitude")!.state).toBe("backoff")
       expect(health.find((d) => d.destination === "amplitude_b")!.state).toBe("running")
       await h.sandboxes["amplitude"]!.setFaults({ down: false })
       expect(await waitFor(async () => (await h.sandboxes["amplitude"]!.stats()).events_stored === 40, 20_000)).toBe(

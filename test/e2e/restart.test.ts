@@ -44,6 +44,8 @@ it("resumes delivery after kill -9 without losing or re-storing any event", asyn
     ...storeEnv,
     TRACKLAYER_WRITE_KEYS: WRITE,
     TRACKLAYER_ADMIN_KEY: ADMIN,
+    // Production `serve` refuses to start without it (personal data is encrypted at rest).
+    TRACKLAYER_MASTER_KEY: "Q1bd3XyRVEv9Jc4zYjXgrbF1mVqTy4P8sMZ2m9Dp7aE=",
     AMPLITUDE_API_KEY: sandbox.apiKey,
     AMPLITUDE_ENDPOINT: sandbox.endpoint
   }

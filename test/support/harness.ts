@@ -14,6 +14,8 @@ import { Config, Deferred, Effect, Exit, Layer, Logger, LogLevel, Scope } from "
 
 export const WRITE_KEY = "tl_test_write_key_0123456789"
 export const ADMIN_KEY = "tl_test_admin_key_0123456789"
+/** The vault master key of every harness gateway (fixed, so two gateways can share a store). */
+export const TEST_MASTER_KEY = "dGxfdGVzdF9tYXN0ZXJfa2V5XzAxMjM0NTY3ODlhYmM="
 
 /** One destination's sandbox and its control client. */
 export interface SandboxView {
@@ -117,7 +119,7 @@ export const startHarness = async (options: HarnessOptions = {}): Promise<Harnes
     const storeContext = await run(
       Layer.buildWithScope((options.store ?? TestStore.layer) as typeof TestStore.layer, scope)
     )
-    const masterKey = Vault.generateMasterKey()
+    const masterKey = TEST_MASTER_KEY
     const layer = Server.layer({
       config: resolved,
       listen: { port: 0, host: "127.0.0.1" },

@@ -150,6 +150,17 @@ export const effectiveConsent = (
   ]))
 }
 
+/** Why an event is not routed to a destination (`purpose` is set for consent). */
+export interface RouteDecision {
+  readonly reason: "not_mapped" | "consent" | "duplicate" | "window" | "erased"
+  readonly purpose?: string
+  readonly detail: string
+}
+
+/** The delivery-log reason of a routing decision: `consent (advertising): …`, `duplicate: …`. */
+export const reasonText = (d: RouteDecision): string =>
+  `${d.reason}${d.purpose !== undefined ? ` (${d.purpose})` : ""}: ${d.detail}`
+
 /** Why an event is not sent to a destination, in the documented order; undefined when it is routed. */
 export const routeDecision = (
   d: ResolvedDestination,
@@ -157,7 +168,7 @@ export const routeDecision = (
   now: number,
   policy: Consent.ConsentPolicy = Consent.defaultPolicy,
   history: ConsentHistory = []
-): { readonly reason: "not_mapped" | "consent" | "duplicate" | "window"; readonly detail: string } | undefined => {
+): RouteDecision | undefined => {
   if (!e.routable) return { reason: "not_mapped", detail: `"${e.name}" is not in the vocabulary (stored, not routed)` }
   if (d.instance.events !== undefined && !d.instance.events.includes(e.name)) {
     return { reason: "not_mapped", detail: `"${e.name}" is not among the events routed to ${d.instance.id}` }
@@ -171,7 +182,7 @@ export const routeDecision = (
     country: e.event.user?.country,
     source: e.event.context?.source
   })
-  if (!consent.granted) return { reason: "consent", detail: `(${consent.purpose}) ${consent.detail}` }
+  if (!consent.granted) return { reason: "consent", purpose: consent.purpose, detail: consent.detail }
   if (e.duplicateOf !== null) return { reason: "duplicate", detail: `duplicate of ${e.duplicateOf}` }
   if (e.adjustment !== null && d.instance.plugin.supportsAdjustments !== true) {
     return {
@@ -363,10 +374,10 @@ const runSubscription = (
         const erasedBy = yield* vault.erasedEvents(tracked, identities)
         for (const e of tracked) {
           const decision = erasedBy.has(e.position)
-            ? { reason: "erased", detail: `the person was erased (${erasedBy.get(e.position)})` }
+            ? { reason: "erased" as const, detail: `the person was erased (${erasedBy.get(e.position)})` }
             : routeDecision(d, e, now, config.consent, histories.get(e.position))
           if (decision) {
-            record(e, "dropped", `${decision.reason}: ${decision.detail}`)
+            record(e, "dropped", reasonText(decision))
             done.push(e.position)
             dropped++
             continue
@@ -614,6 +625,16 @@ const runSubscription = (
         yield* process(events, previous)
         return due.length
       }
+      // While requests are failing, the backlog stays in the log: nothing new is read until the events already
+      // waiting for a retry have gone through (they are the probe that tells the destination is back).
+      if (s.state !== "running") {
+        const [waiting] = yield* sql<{ n: number }>`
+          SELECT count(*)::int AS n FROM tl_retry_queue WHERE destination = ${id} AND kind <> 'event'`
+        if ((waiting?.n ?? 0) > 0) {
+          yield* Effect.sleep(opts.pollInterval)
+          return 1
+        }
+      }
       const cursor = yield* loadCursor
       const events = yield* store.readAfter(cursor, batchSize, yield* projector.cursor)
       if (events.length === 0) return 0
@@ -645,6 +666,9 @@ export const make = Effect.gen(function*() {
     const ref = yield* Ref.make(initialState)
     states.set(d.instance.id, ref)
     yield* runSubscription(d, config, ref).pipe(
+      Effect.tapErrorCause((cause) =>
+        Effect.logError(`destination ${d.instance.id}: subscription failed to start; retrying in 1 s`, cause)
+      ),
       Effect.retry(Schedule.spaced(Duration.seconds(1))),
       Effect.forkScoped
     )

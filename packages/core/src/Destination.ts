@@ -6,6 +6,10 @@
  * - `transform(event, settings)`: pure; the exact wire payload for one event, or a typed skip.
  * - `send(batch, settings)`: one request; per-event outcomes, or a typed error for the whole request.
  * - `sandbox`: a local server that behaves like the vendor's documented API, for tests and demos.
+ * - `deletePerson` (optional, plugin API 1.1): forwards an erasure (`DELETE /v1/people/:id`) to the destination.
+ *
+ * Versions: 1.0.0 initial; 1.1.0 adds the optional `deletePerson` capability (backwards compatible: a plugin built
+ * for `^1.0.0` still loads, and is reported as not offering deletion).
  */
 import type { HttpClient } from "@effect/platform"
 import type { Config, Duration, Effect, Either, Scope } from "effect"
@@ -13,7 +17,7 @@ import { Schema } from "effect"
 import type { CanonicalEvent } from "./Contract.js"
 
 /** The plugin-API version this core implements. Plugins declare the range they support. */
-export const PLUGIN_API_VERSION = "1.0.0"
+export const PLUGIN_API_VERSION = "1.1.0"
 
 /** Everything known about a person's identifiers when an event is shaped (grows with the identity graph). */
 export interface Identity {
@@ -122,6 +126,31 @@ export class PayloadInvalidError extends Schema.TaggedError<PayloadInvalidError>
 
 export type SendError = RetryableError | AuthFailedError | PayloadInvalidError
 
+/** An erasure forwarded to a destination (plugin API 1.1). */
+export interface DeletionRequest {
+  /** TrackLayer's id of the erasure (for the destination's audit trail). */
+  readonly erasureId: string
+  /** Who asked for it, as given to `DELETE /v1/people/:id?requester=…` (default `tracklayer`). */
+  readonly requester: string
+  /**
+   * The person's identifiers as known just before their keys were destroyed. Raw emails and phones are included
+   * (in memory only, never stored): a destination that deletes by email needs them. Empty when the erasure is
+   * forwarded again later (then only ids are known).
+   */
+  readonly identity: Identity
+  /** Every device id of the person (`identity.deviceId` is only the latest). */
+  readonly deviceIds: ReadonlyArray<string>
+}
+
+/** What a destination said about a forwarded erasure. */
+export type DeletionOutcome =
+  /** The destination accepted the deletion (it may carry it out later; `detail` says when, if it said). */
+  | { readonly _tag: "Deleted"; readonly detail: string; readonly response?: ResponseInfo }
+  /** The plugin can delete, but this instance lacks what it needs (e.g. a secret key). */
+  | { readonly _tag: "NotConfigured"; readonly detail: string }
+  /** The destination refused (or nothing can be deleted there, e.g. no id it knows). Not retried. */
+  | { readonly _tag: "Rejected"; readonly reason: string; readonly response?: ResponseInfo }
+
 /** Request limits the batcher honours. */
 export interface Limits {
   readonly maxEventsPerRequest: number
@@ -160,6 +189,14 @@ export interface DestinationPlugin<S = any, P = any> {
     batch: ReadonlyArray<Prepared<P>>,
     settings: S
   ) => Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient>
+  /**
+   * Optional (plugin API 1.1): asks the destination to delete everything it holds about a person. A `SendError` is
+   * recorded as a failed forward (`RetryableError`, `AuthFailedError`) or a refusal (`PayloadInvalidError`).
+   */
+  readonly deletePerson?: (
+    request: DeletionRequest,
+    settings: S
+  ) => Effect.Effect<DeletionOutcome, SendError, HttpClient.HttpClient>
   /** Starts the plugin's sandbox on a free loopback port (or `port`). */
   readonly sandbox?: (options: { readonly port?: number }) => Effect.Effect<SandboxHandle, never, Scope.Scope>
 }

@@ -10,6 +10,7 @@ import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Effect, Layer } from "effect"
 import { type CanonicalEvent, CONTRACT_VERSION } from "./Contract.js"
 import type { StartFrom } from "./Destination.js"
+import { Vault } from "./Vault.js"
 
 /** A position in log order. */
 export interface Cursor {
@@ -141,9 +142,19 @@ const cols =
   `kind, tx::text AS tx, position::text AS position, event_id, event_name, routable, partition_key, person_key,
   dedup_key, duplicate_of, adjustment, occurred_at, received_at, contract_version, body`
 
+/** The id a row's personal fields are sealed under (consent update ids are their own namespace). */
+const sealId = (kind: string, eventId: string) => (kind === "consent" ? `consent:${eventId}` : eventId)
+
 /** Builds the store on the current SQL client. */
 export const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
+  const vault = yield* Vault
+  /** Rows → events, personal fields decrypted (left out where the person was erased). */
+  const decode = (rows: ReadonlyArray<Row>) =>
+    Effect.map(
+      vault.openEvents(rows.map((r) => ({ eventId: sealId(r.kind, r.event_id), body: r.body }))),
+      (events) => rows.map((r, i) => fromRow({ ...r, body: events[i]! }))
+    )
 
   /** Claims business keys; returns key → the event id that owns it (this event's own id when it is first). */
   /**
@@ -209,7 +220,8 @@ export const make = Effect.gen(function*() {
 
   const append = Effect.fn("EventStore.append")(function*(events: ReadonlyArray<NewEvent>) {
     if (events.length === 0) return new Set<string>()
-    return yield* sql.withTransaction(appendInTx(events))
+    // Personal fields are encrypted under the person's key before they reach the log (Vault.ts).
+    return yield* sql.withTransaction(appendInTx(yield* vault.sealEvents(events)))
   })
 
   const appendInTx = (events: ReadonlyArray<NewEvent>) =>
@@ -251,7 +263,7 @@ export const make = Effect.gen(function*() {
         AND tx < pg_snapshot_xmin(pg_current_snapshot())
       ORDER BY tl_log.tx, tl_log.position
       LIMIT ${limit}`
-    return rows.map(fromRow)
+    return yield* decode(rows)
   })
 
   const byPositions = Effect.fn("EventStore.byPositions")(function*(positions: ReadonlyArray<string>) {
@@ -260,13 +272,13 @@ export const make = Effect.gen(function*() {
       SELECT ${sql.literal(cols)} FROM tl_log WHERE position IN ${
       sql.in(positions)
     } ORDER BY tl_log.tx, tl_log.position`
-    return rows.map(fromRow)
+    return yield* decode(rows)
   })
 
   const byEventId = Effect.fn("EventStore.byEventId")(function*(eventId: string) {
     const rows = yield* sql<Row>`
       SELECT ${sql.literal(cols)} FROM tl_log WHERE event_id = ${eventId} AND kind = 'track'`
-    return rows[0] ? fromRow(rows[0]) : undefined
+    return (yield* decode(rows))[0]
   })
 
   // Everything in transactions that finished before now is behind this cursor; anything in flight or later is ahead.
@@ -290,7 +302,11 @@ export const make = Effect.gen(function*() {
 
   const appendConsent = Effect.fn("EventStore.appendConsent")(function*(updates: ReadonlyArray<CanonicalEvent>) {
     if (updates.length === 0) return new Set<string>()
-    const rows = updates.map((u) => {
+    // A consent update may carry an email or phone: sealed like an event's (Vault.ts).
+    const sealed = yield* vault.sealEvents(
+      updates.map((u) => ({ eventId: sealId("consent", u.event_id), personKey: "consent", event: u }))
+    )
+    const rows = sealed.map(({ event: u }) => {
       const personKey = u.user_id !== undefined
         ? `user:${u.user_id}`
         : u.device_id !== undefined

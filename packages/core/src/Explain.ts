@@ -7,6 +7,7 @@ import { Context, Effect, Layer } from "effect"
 import type { CanonicalEvent } from "./Contract.js"
 import { Delivery } from "./Delivery.js"
 import { EventStore } from "./EventStore.js"
+import { Vault } from "./Vault.js"
 
 /** One attempt or routing decision. */
 export interface AttemptView {
@@ -96,6 +97,7 @@ export const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   const store = yield* EventStore
   const delivery = yield* Delivery
+  const vault = yield* Vault
 
   const explain = Effect.fn("Explain.explain")(function*(eventId: string) {
     const e = yield* store.byEventId(eventId)
@@ -113,7 +115,10 @@ export const make = Effect.gen(function*() {
        FROM tl_delivery_records WHERE event_id = ${eventId} AND position = ${e.position}::bigint ORDER BY id`
     const payloads = yield* sql<{ destination: string; payload: unknown; dedup_key: string }>`
       SELECT destination, payload, dedup_key FROM tl_delivery_payloads
-      WHERE event_id = ${eventId} AND position = ${e.position}::bigint`
+      WHERE event_id = ${eventId} AND position = ${e.position}::bigint`.pipe(
+      // Payloads are sealed under the person's key; an erased person's read as null.
+      Effect.flatMap((rows) => vault.openPayloads(rows, e.position))
+    )
     const queued = yield* sql<{ destination: string; next_attempt_at: Date; last_reason: string }>`
       SELECT destination, next_attempt_at, last_reason FROM tl_retry_queue WHERE position = ${e.position}::bigint`
     const subs = yield* sql<

@@ -22,6 +22,7 @@ import type { CanonicalEvent } from "./Contract.js"
 import type { Identity as IdentityView } from "./Destination.js"
 import type { StoredEvent } from "./EventStore.js"
 import { normalizePhone } from "./Pii.js"
+import { identifierContext, keyRefOf, Vault } from "./Vault.js"
 
 /** Click identifiers TrackLayer joins on and passes to plugins. */
 export const CLICK_IDS = ["fbc", "fbp", "fbclid", "gclid", "gbraid", "wbraid", "li_fat_id", "ttclid"] as const
@@ -169,6 +170,17 @@ interface NodeRow {
 
 export const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
+  const vault = yield* Vault
+  /** Identifier rows with `raw` decrypted (null where the person was erased). */
+  const openRaw = <R extends { readonly key: string; readonly raw: string | null }>(rows: ReadonlyArray<R>) =>
+    Effect.map(
+      vault.open(rows.map((r) => ({ stored: r.raw, context: identifierContext(r.key) }))),
+      (opened) =>
+        rows.map((r, i) => {
+          const o = opened[i]!
+          return { ...r, raw: o._tag === "Clear" ? o.value : o._tag === "NotSealed" ? r.raw : null }
+        })
+    )
 
   const project = Effect.fn("IdentityGraph.project")(function*(events: ReadonlyArray<StoredEvent>) {
     const tracked = events.filter((e) => e.kind === "track")
@@ -179,6 +191,8 @@ export const make = Effect.gen(function*() {
       { kind: string; users: Set<string>; raw: string | null; first: number; last: number }
     >()
     const pairs = new Set<string>()
+    // The key a raw value is sealed under: that of the event it came with (Vault.ts).
+    const rawKeyRef = new Map<string, string>()
     const people = new Set<string>()
     for (const e of tracked) {
       const ids = identifiersOf(e.event)
@@ -190,6 +204,7 @@ export const make = Effect.gen(function*() {
           { kind: i.kind, users: new Set(), raw: null, first: e.event.timestamp, last: e.event.timestamp }
         if (user !== undefined) s.users.add(user)
         if (i.raw !== undefined) s.raw = i.raw
+        if (i.raw !== undefined) rawKeyRef.set(i.key, keyRefOf(e.event, e.personKey))
         s.first = Math.min(s.first, e.event.timestamp)
         s.last = Math.max(s.last, e.event.timestamp)
         seen.set(i.key, s)
@@ -207,12 +222,18 @@ export const make = Effect.gen(function*() {
       } ON CONFLICT DO NOTHING`
     }
     if (seen.size === 0) return tracked.length
+    const sealed = yield* vault.seal(
+      [...seen].map(([key, s]) =>
+        s.raw === null ? undefined : { keyRef: rawKeyRef.get(key)!, context: identifierContext(key), plaintext: s.raw }
+      )
+    )
+    const sealedRaw = new Map([...seen.keys()].map((key, i) => [key, sealed[i]] as const))
     yield* sql`INSERT INTO tl_identifiers ${
       sql.insert([...seen].map(([key, s]) => ({
         key,
         kind: s.kind,
         users: `{${[...s.users].map((u) => JSON.stringify(u)).join(",")}}`,
-        raw: s.raw,
+        raw: sealedRaw.get(key) !== undefined ? JSON.stringify(sealedRaw.get(key)) : null,
         first_seen_at: new Date(s.first),
         last_seen_at: new Date(s.last)
       })))
@@ -303,7 +324,7 @@ export const make = Effect.gen(function*() {
       first_seen_at: Date
       last_seen_at: Date
     }>`SELECT key, kind, raw, person_id, first_seen_at, last_seen_at FROM tl_identifiers
-       WHERE person_id = ANY(${persons}::text[]) ORDER BY last_seen_at DESC`
+       WHERE person_id = ANY(${persons}::text[]) ORDER BY last_seen_at DESC`.pipe(Effect.flatMap(openRaw))
     const users = persons.length === 0 ? [] : yield* sql<{ person_id: string; user_id: string }>`
       SELECT person_id, user_id FROM tl_people WHERE person_id = ANY(${persons}::text[])`
     const out = new Map<string, Resolved>()
@@ -378,8 +399,10 @@ export const make = Effect.gen(function*() {
     const [user] = yield* sql<{ user_id: string }>`SELECT user_id FROM tl_people WHERE person_id = ${personId}`
     if (ids.length === 0 && !user) return undefined
     const keys = [...ids.map((i) => i.key), ...(user ? [`user:${user.user_id}`] : [])]
-    const traitRows = yield* sql<{ key: string; value: unknown; at: Date }>`
-      SELECT key, value, at FROM tl_traits WHERE identifier = ANY(${keys}::text[]) ORDER BY at, key`
+    const traitRows = yield* sql<{ identifier: string; key: string; value: unknown; at: Date }>`
+      SELECT identifier, key, value, at FROM tl_traits WHERE identifier = ANY(${keys}::text[]) ORDER BY at, key`.pipe(
+      Effect.flatMap(vault.openTraits)
+    )
     const traits: Record<string, unknown> = {}
     for (const t of traitRows) traits[t.key] = t.value
     const choices = yield* sql<{ purpose: string; granted: boolean; at: Date; source: Consent.ChoiceSource }>`

@@ -8,7 +8,9 @@ import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Duration, Effect, Layer } from "effect"
 import { type Cursor, EventStore, origin, type StoredEvent } from "./EventStore.js"
 import { identifiersOf, IdentityGraph } from "./Identity.js"
+import { purgeErasedIn } from "./internal/erasure.js"
 import { TrackLayerConfig } from "./TrackLayerConfig.js"
+import { Vault } from "./Vault.js"
 
 /** The subscription row of the projector in `tl_subscriptions`. */
 export const PROJECTION = "$projection"
@@ -41,6 +43,7 @@ export const make = Effect.gen(function*() {
   const store = yield* EventStore
   const identity = yield* IdentityGraph
   const config = yield* TrackLayerConfig
+  const vault = yield* Vault
 
   yield* sql`INSERT INTO tl_subscriptions (destination, plugin, cursor_tx, cursor_pos, start_tx, start_pos)
     VALUES (${PROJECTION}, 'core', ${origin.tx}::xid8, ${origin.position}::bigint, ${origin.tx}::xid8, ${origin.position}::bigint)
@@ -79,12 +82,15 @@ export const make = Effect.gen(function*() {
           }
         }
       }
-      if (traits.size > 0) {
+      // Trait values are personal data: sealed under their identifier's key (dropped when it was erased).
+      const sealedTraits = yield* vault.sealTraits([...traits.values()])
+      if (sealedTraits.length > 0) {
         // Latest by event time wins, whatever order the events arrive in.
-        yield* sql`INSERT INTO tl_traits ${sql.insert([...traits.values()])}
+        yield* sql`INSERT INTO tl_traits ${sql.insert(sealedTraits)}
           ON CONFLICT (identifier, key) DO UPDATE SET value = EXCLUDED.value, at = EXCLUDED.at
           WHERE tl_traits.at <= EXCLUDED.at`
       }
+      yield* purgeErasedIn(events)
       yield* sql`UPDATE tl_subscriptions SET cursor_tx = ${last.tx}::xid8, cursor_pos = ${last.position}::bigint,
         updated_at = now() WHERE destination = ${PROJECTION}`
     }))

@@ -32,6 +32,11 @@ export interface TrackLayerConfigInput {
   readonly delivery?: DeliveryOptions
   /** Consent purposes, defaults and jurisdictions (see docs/consent.md). Unset: the built-in defaults. */
   readonly consent?: Consent.PolicyConfig
+  /**
+   * How long the log keeps events of each kind, e.g. `{ track: "400 days", consent: "5 years" }` (see
+   * docs/privacy.md). Validated at startup; NOT enforced yet (no purge job): a warning says so at startup.
+   */
+  readonly retention?: Readonly<Partial<Record<RetentionKind, Duration.DurationInput>>>
 }
 
 /** The resolved configuration. */
@@ -40,6 +45,8 @@ export interface ResolvedConfig {
   readonly unknownEvents: "reject" | "store"
   readonly destinations: ReadonlyArray<DestinationInstance>
   readonly consent: Consent.ConsentPolicy
+  /** Retention per log kind, for the kinds the operator set (empty: keep everything). */
+  readonly retention: Readonly<Partial<Record<RetentionKind, Duration.Duration>>>
   readonly delivery: {
     readonly maxAttempts: number
     readonly maxRetryAge: Duration.Duration
@@ -48,6 +55,63 @@ export interface ResolvedConfig {
     readonly pollInterval: Duration.Duration
     readonly requestTimeout: Duration.Duration
   }
+}
+
+/** Log kinds whose retention can be set. Erasure records are kept: they prove the erasure and suppress the person. */
+export const RETENTION_KINDS = ["track", "consent", "identity"] as const
+export type RetentionKind = (typeof RETENTION_KINDS)[number]
+
+/** The shortest retention accepted (a shorter one would purge events before they are delivered). */
+export const MIN_RETENTION = Duration.days(1)
+
+/**
+ * A retention period: an Effect duration (`"400 days"`, `"52 weeks"`, millis as a number) or `"<n> years"` /
+ * `"<n> months"` (a year is 365 days, a month 30 days).
+ */
+export const parseRetention = (v: unknown): Duration.Duration | undefined => {
+  if (typeof v === "string") {
+    const m = /^\s*(\d+)\s+(year|years|month|months)\s*$/i.exec(v)
+    if (m) return Duration.days(Number(m[1]) * (m[2]!.toLowerCase().startsWith("year") ? 365 : 30))
+  }
+  const d = Duration.decodeUnknown(v as Duration.DurationInput)
+  return d._tag === "Some" && Duration.isFinite(d.value) ? d.value : undefined
+}
+
+const resolveRetention = (input: unknown): ResolvedConfig["retention"] | ConfigError => {
+  if (input === undefined) return {}
+  if (typeof input !== "object" || input === null || Array.isArray(input)) {
+    return new ConfigError({
+      field: "retention",
+      detail: "must be an object: { track: \"400 days\", consent: \"5 years\" }"
+    })
+  }
+  const out: Partial<Record<RetentionKind, Duration.Duration>> = {}
+  for (const [kind, value] of Object.entries(input)) {
+    if (!(RETENTION_KINDS as ReadonlyArray<string>).includes(kind)) {
+      return new ConfigError({
+        field: `retention.${kind}`,
+        detail: kind === "erasure"
+          ? "erasure records are always kept (they prove the erasure and keep the person suppressed)"
+          : `is not a log kind; known: ${RETENTION_KINDS.join(", ")}`
+      })
+    }
+    const d = parseRetention(value)
+    if (d === undefined) {
+      return new ConfigError({
+        field: `retention.${kind}`,
+        detail: `${typeof value === "string" ? JSON.stringify(value) : String(value)} is not a finite duration ` +
+          `("400 days", "52 weeks", "5 years")`
+      })
+    }
+    if (Duration.lessThan(d, MIN_RETENTION)) {
+      return new ConfigError({
+        field: `retention.${kind}`,
+        detail: `must be at least 1 day, got ${Duration.format(d)}`
+      })
+    }
+    out[kind as RetentionKind] = d
+  }
+  return out
 }
 
 /** The configuration is unusable; `field` names what is wrong. */
@@ -136,6 +200,8 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
   if (!Number.isInteger(delivery.maxAttempts) || delivery.maxAttempts < 1) {
     return new ConfigError({ field: "delivery.maxAttempts", detail: "must be a positive integer" })
   }
+  const retention = resolveRetention(c.retention)
+  if (retention instanceof ConfigError) return retention
   const consent = Consent.resolvePolicy(c.consent ?? {})
   if (consent._tag === "Left") return new ConfigError({ field: consent.left.field, detail: consent.left.detail })
   for (const [i, d] of c.destinations.entries()) {
@@ -157,6 +223,7 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
     vocabulary: Object.assign(Object.create(null) as Record<string, EventDefinition>, c.vocabulary),
     unknownEvents: c.unknownEvents ?? "reject",
     destinations: c.destinations,
-    delivery: delivery as ResolvedConfig["delivery"]
+    delivery: delivery as ResolvedConfig["delivery"],
+    retention
   }
 }

@@ -53,8 +53,8 @@ describe("Destination.satisfies", () => {
     })
   }
 
-  it("the core implements plugin API 1.0.0", () => {
-    assert.strictEqual(PLUGIN_API_VERSION, "1.0.0")
+  it("the core implements plugin API 1.1.0 (1.1 added the optional deletePerson)", () => {
+    assert.strictEqual(PLUGIN_API_VERSION, "1.1.0")
     assert.isTrue(satisfies(PLUGIN_API_VERSION, "^1.0.0"))
   })
 })

@@ -1,10 +1,13 @@
 import { SqlClient } from "@effect/sql"
 import { assert, describe, it } from "@effect/vitest"
-import { EventStore } from "@tracklayer/core"
+import { EventStore, Vault } from "@tracklayer/core"
 import { TestStore } from "@tracklayer/testkit"
 import { Chunk, Effect, Fiber, Layer, Ref, TestServices } from "effect"
 
-const StoreLive = EventStore.layer.pipe(Layer.provideMerge(TestStore.layer))
+const StoreLive = EventStore.layer.pipe(
+  Layer.provideMerge(Layer.orDie(Vault.layerEphemeral)),
+  Layer.provideMerge(TestStore.layer)
+)
 
 const ev = (id: string, user = "usr_1"): EventStore.NewEvent => ({
   eventId: id,

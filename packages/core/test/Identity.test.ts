@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { assert, describe, it } from "@effect/vitest"
-import { Contract, EventStore, Identity, Ingest } from "@tracklayer/core"
+import { Contract, EventStore, Identity, Ingest, Vault } from "@tracklayer/core"
 import { TestStore } from "@tracklayer/testkit"
 import { Effect, FastCheck as fc, Layer } from "effect"
 import { createHash } from "node:crypto"
@@ -9,7 +9,10 @@ import * as path from "node:path"
 
 const sha = (s: string) => createHash("sha256").update(s).digest("hex")
 
-const StoreLive = Layer.mergeAll(EventStore.layer, Identity.layer).pipe(Layer.provideMerge(TestStore.layer))
+const StoreLive = Layer.mergeAll(EventStore.layer, Identity.layer).pipe(
+  Layer.provideMerge(Layer.orDie(Vault.layerEphemeral)),
+  Layer.provideMerge(TestStore.layer)
+)
 
 const fixture = fs.readFileSync(path.join(__dirname, "../../../test/fixtures/seed-journeys.ndjson"), "utf8")
   .trim().split("\n").map((l) => JSON.parse(l))

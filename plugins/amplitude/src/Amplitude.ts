@@ -12,6 +12,7 @@ import { HttpClient, HttpClientRequest } from "@effect/platform"
 import * as Destination from "@tracklayer/core/Destination"
 import { Clock, Config, Effect, Either, Option, Redacted, Schema } from "effect"
 import * as AmplitudeSandbox from "./Sandbox.js"
+import * as UserPrivacy from "./UserPrivacy.js"
 
 type DeliveryEvent = Destination.DeliveryEvent
 type Outcome = Destination.Outcome
@@ -122,7 +123,14 @@ export const Settings = Schema.Struct({
   /** Canonical event name → `revenueType`; events listed here with a numeric `value` carry revenue. */
   revenueTypes: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.String }), {
     default: () => DEFAULT_REVENUE_TYPES
-  })
+  }),
+  /** Project secret key: only for forwarding erasures (User Privacy API, Basic auth `api_key:secret_key`). */
+  secretKey: Schema.optionalWith(
+    Schema.Redacted(Schema.NonEmptyString.annotations({ message: () => "the Amplitude secret key must not be empty" })),
+    { exact: true }
+  ),
+  /** User Privacy API endpoint (default US; EU: `UserPrivacy.EU_DELETION_ENDPOINT`), or a sandbox. */
+  deletionEndpoint: Schema.optionalWith(HttpUrl, { default: () => UserPrivacy.DEFAULT_DELETION_ENDPOINT })
 }).annotations({ identifier: "AmplitudeSettings" })
 export type Settings = typeof Settings.Type
 
@@ -136,6 +144,8 @@ export interface EnvOptions {
   readonly userPropertiesAllowlist?: ReadonlyArray<string>
   readonly maxEventsPerRequest?: number
   readonly revenueTypes?: Readonly<Record<string, string>>
+  /** User Privacy API endpoint used when `<namespace>_DELETION_ENDPOINT` is not set. */
+  readonly deletionEndpoint?: string
 }
 
 /**
@@ -152,14 +162,29 @@ export const settingsFromEnv = (options: EnvOptions = {}): Config.Config<unknown
       Config.string("ENDPOINT").pipe(
         Config.withDescription(`Amplitude HTTP API v2 endpoint (default ${DEFAULT_ENDPOINT}; EU: ${EU_ENDPOINT})`)
       )
+    ),
+    secretKey: Config.option(
+      Config.redacted("SECRET_KEY").pipe(
+        Config.withDescription("Amplitude project secret key; set it to forward erasures to the User Privacy API")
+      )
+    ),
+    deletionEndpoint: Config.option(
+      Config.string("DELETION_ENDPOINT").pipe(
+        Config.withDescription(
+          `Amplitude User Privacy API endpoint (default ${UserPrivacy.DEFAULT_DELETION_ENDPOINT}; ` +
+            `EU: ${UserPrivacy.EU_DELETION_ENDPOINT})`
+        )
+      )
     )
   })
   return (namespace === "" ? config : Config.nested(config, namespace)).pipe(
-    Config.map(({ apiKey, endpoint }): unknown => ({
+    Config.map(({ apiKey, deletionEndpoint, endpoint, secretKey }): unknown => ({
       ...rest,
       // Schema.Redacted decodes from the plain string, so the encoded object carries it.
       apiKey: Redacted.value(apiKey).trim(),
-      ...(Option.isSome(endpoint) ? { endpoint: endpoint.value } : {})
+      ...(Option.isSome(endpoint) ? { endpoint: endpoint.value } : {}),
+      ...(Option.isSome(secretKey) ? { secretKey: Redacted.value(secretKey.value).trim() } : {}),
+      ...(Option.isSome(deletionEndpoint) ? { deletionEndpoint: deletionEndpoint.value } : {})
     }))
   )
 }
@@ -662,6 +687,8 @@ export const plugin: Destination.DestinationPlugin<Settings, AmplitudeEvent> = {
   transform,
   send,
   supportsAdjustments: true,
+  // Erasures go to the User Privacy API (needs the secretKey setting).
+  deletePerson: UserPrivacy.deletePerson,
   sandbox: (options) => AmplitudeSandbox.start(options)
 }
 

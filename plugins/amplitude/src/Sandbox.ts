@@ -3,10 +3,12 @@
  * limits, error bodies, throttling and `insert_id` dedup, plus control endpoints for tests and demos:
  *
  * - `GET /__sandbox/events` every stored event in arrival order; `DELETE /__sandbox/events` resets everything
+ * - `GET /__sandbox/deletions` every User Privacy API deletion request (`POST /api/2/deletions/users`) received
  * - `GET /__sandbox/stats` requests, statuses, events accepted/stored, duplicates, rejections by reason
  * - `POST /__sandbox/faults` `{ status, count, retryAfter?, ingest? }` | `{ down }` | `{ delayMs }`;
  *   `DELETE /__sandbox/faults` clears them
- * - `POST /__sandbox/config` `{ throttle?, epsThreshold?, throttleWindowMs?, maxBodyBytes?, apiKeys? }`
+ * - `POST /__sandbox/config` `{ throttle?, epsThreshold?, throttleWindowMs?, maxBodyBytes?, apiKeys?, secretKeys?,
+ *   deletionRateLimit? }`
  */
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import type * as Destination from "@tracklayer/core/Destination"
@@ -18,6 +20,8 @@ import { Emulator, type EmulatorConfig, type Faults as EmulatorFaults } from "./
 
 /** The api key the sandbox accepts by default. */
 export const SANDBOX_API_KEY = "sandbox-amplitude-key"
+/** The secret key the sandbox's User Privacy API accepts by default (with any accepted api key). */
+export const SANDBOX_SECRET_KEY = "sandbox-amplitude-secret"
 
 /** Bodies are kept up to this size (larger ones are still counted, and answered 413). */
 const MAX_KEPT_BODY = 32 * 1024 * 1024
@@ -28,6 +32,10 @@ export interface SandboxOptions {
   readonly port?: number
   /** Accepted api keys (default `["sandbox-amplitude-key"]`). */
   readonly apiKeys?: ReadonlyArray<string>
+  /** Accepted secret keys for the User Privacy API (default `["sandbox-amplitude-secret"]`). */
+  readonly secretKeys?: ReadonlyArray<string>
+  /** One User Privacy API request per second per api key, as Amplitude (default true). */
+  readonly deletionRateLimit?: boolean
   /** Per-user/device throttling at `epsThreshold` events/s (default on, 30). */
   readonly throttle?: boolean
   readonly epsThreshold?: number
@@ -45,7 +53,22 @@ export interface SandboxConfig {
   readonly throttleWindowMs?: number
   readonly maxBodyBytes?: number
   readonly apiKeys?: ReadonlyArray<string>
+  readonly secretKeys?: ReadonlyArray<string>
+  readonly deletionRateLimit?: boolean
 }
+
+/** One deletion request as `GET /__sandbox/deletions` returns it. */
+export const StoredDeletion = Schema.Struct({
+  seq: Schema.Number,
+  received_at: Schema.Number,
+  user_ids: Schema.Array(Schema.String),
+  amplitude_ids: Schema.Array(Schema.Number),
+  requester: Schema.NullOr(Schema.String),
+  ignore_invalid_id: Schema.NullOr(Schema.String),
+  delete_from_org: Schema.NullOr(Schema.String),
+  day: Schema.String
+})
+export type StoredDeletion = typeof StoredDeletion.Type
 
 /** One stored event as `GET /__sandbox/events` returns it. */
 export const StoredEvent = Schema.Struct({
@@ -72,6 +95,8 @@ export type Stats = typeof Stats.Type
 /** A typed client of the control endpoints (failures are defects: it is a test and demo tool). */
 export interface SandboxClient {
   readonly events: () => Effect.Effect<ReadonlyArray<StoredEvent>, never, HttpClient.HttpClient>
+  /** User Privacy API deletion requests received, in arrival order. */
+  readonly deletions: () => Effect.Effect<ReadonlyArray<StoredDeletion>, never, HttpClient.HttpClient>
   readonly stats: () => Effect.Effect<Stats, never, HttpClient.HttpClient>
   /** Forgets events, dedup/throttle state, stats and faults. */
   readonly reset: () => Effect.Effect<void, never, HttpClient.HttpClient>
@@ -87,6 +112,10 @@ export interface Sandbox extends Destination.SandboxHandle {
   readonly endpoint: string
   /** The first accepted api key. */
   readonly apiKey: string
+  /** The first accepted secret key (User Privacy API). */
+  readonly secretKey: string
+  /** `url + "/api/2/deletions/users"`. */
+  readonly deletionEndpoint: string
   readonly client: SandboxClient
 }
 
@@ -108,6 +137,14 @@ export const makeClient = (url: string): SandboxClient => {
       run(HttpClientRequest.get(`${url}/__sandbox/events`), Schema.Struct({ events: Schema.Array(StoredEvent) })).pipe(
         Effect.map((r) => r.events),
         Effect.withSpan("AmplitudeSandbox.events")
+      ),
+    deletions: () =>
+      run(
+        HttpClientRequest.get(`${url}/__sandbox/deletions`),
+        Schema.Struct({ deletions: Schema.Array(StoredDeletion) })
+      ).pipe(
+        Effect.map((r) => r.deletions),
+        Effect.withSpan("AmplitudeSandbox.deletions")
       ),
     stats: () =>
       run(HttpClientRequest.get(`${url}/__sandbox/stats`), Stats).pipe(Effect.withSpan("AmplitudeSandbox.stats")),
@@ -146,7 +183,7 @@ const close = (server: Http.Server, timers: Set<ReturnType<typeof setTimeout>>) 
 
 /**
  * Starts the sandbox on 127.0.0.1 (`port` 0 = a free port); it stops when the scope closes. `env` points the
- * plugin's settings (`AMPLITUDE_API_KEY`, `AMPLITUDE_ENDPOINT`) at it.
+ * plugin's settings (`AMPLITUDE_API_KEY`, `AMPLITUDE_ENDPOINT`, `AMPLITUDE_SECRET_KEY`, `AMPLITUDE_DELETION_ENDPOINT`) at it.
  */
 export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -155,6 +192,8 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
     if (options.throttle !== undefined) config.throttle = options.throttle
     if (options.epsThreshold !== undefined) config.epsThreshold = options.epsThreshold
     if (options.maxBodyBytes !== undefined) config.maxBodyBytes = options.maxBodyBytes
+    if (options.secretKeys !== undefined) config.secretKeys = options.secretKeys
+    if (options.deletionRateLimit !== undefined) config.deletionRateLimit = options.deletionRateLimit
     const emulator = new Emulator(config)
     const timers = new Set<ReturnType<typeof setTimeout>>()
     const server = Http.createServer((req, res) => {
@@ -170,6 +209,7 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
           method: req.method ?? "GET",
           path: req.url ?? "/",
           contentType: req.headers["content-type"],
+          authorization: req.headers["authorization"],
           body: Buffer.concat(chunks),
           bytes,
           now: Date.now()
@@ -190,12 +230,20 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
     const port = yield* Effect.acquireRelease(listen(server, options.port ?? 0), () => close(server, timers))
     const url = `http://127.0.0.1:${port}`
     const apiKey = emulator.config.apiKeys[0] ?? SANDBOX_API_KEY
+    const secretKey = emulator.config.secretKeys[0] ?? SANDBOX_SECRET_KEY
     return {
       url,
       port,
       endpoint: `${url}/2/httpapi`,
       apiKey,
-      env: { AMPLITUDE_API_KEY: apiKey, AMPLITUDE_ENDPOINT: `${url}/2/httpapi` },
+      secretKey,
+      deletionEndpoint: `${url}/api/2/deletions/users`,
+      env: {
+        AMPLITUDE_API_KEY: apiKey,
+        AMPLITUDE_ENDPOINT: `${url}/2/httpapi`,
+        AMPLITUDE_SECRET_KEY: secretKey,
+        AMPLITUDE_DELETION_ENDPOINT: `${url}/api/2/deletions/users`
+      },
       client: makeClient(url)
     } satisfies Sandbox
   }).pipe(Effect.withSpan("AmplitudeSandbox.start"))

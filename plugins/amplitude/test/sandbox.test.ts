@@ -200,7 +200,12 @@ describe("Amplitude sandbox", () => {
     run(Effect.gen(function*() {
       const sb = yield* AmplitudeSandbox.start({ apiKeys: ["project-a-key", "project-b-key"] })
       assert.strictEqual(sb.apiKey, "project-a-key")
-      assert.deepStrictEqual(sb.env, { AMPLITUDE_API_KEY: "project-a-key", AMPLITUDE_ENDPOINT: `${sb.url}/2/httpapi` })
+      assert.deepStrictEqual(sb.env, {
+        AMPLITUDE_API_KEY: "project-a-key",
+        AMPLITUDE_ENDPOINT: `${sb.url}/2/httpapi`,
+        AMPLITUDE_SECRET_KEY: "sandbox-amplitude-secret",
+        AMPLITUDE_DELETION_ENDPOINT: `${sb.url}/api/2/deletions/users`
+      })
       assert.strictEqual((yield* post(sb, { api_key: "project-b-key", events: [event(0)] })).status, 200)
       assert.strictEqual((yield* post(sb, { api_key: KEY, events: [event(1)] })).status, 400)
     })))
@@ -317,7 +322,9 @@ describe("Amplitude sandbox", () => {
       assert.match(handle.url, /^http:\/\/127\.0\.0\.1:\d+$/)
       assert.deepStrictEqual(handle.env, {
         AMPLITUDE_API_KEY: "sandbox-amplitude-key",
-        AMPLITUDE_ENDPOINT: `${handle.url}/2/httpapi`
+        AMPLITUDE_ENDPOINT: `${handle.url}/2/httpapi`,
+        AMPLITUDE_SECRET_KEY: "sandbox-amplitude-secret",
+        AMPLITUDE_DELETION_ENDPOINT: `${handle.url}/api/2/deletions/users`
       })
       const client = yield* HttpClient.HttpClient
       const info = yield* client.get(`${handle.url}/__sandbox`).pipe(Effect.flatMap((r) => r.json), Effect.orDie)

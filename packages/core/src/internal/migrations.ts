@@ -145,9 +145,52 @@ const m0003 = Effect.gen(function*() {
   yield* sql`ALTER TABLE tl_business_keys ADD COLUMN amount text`
 })
 
+const m0004 = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  // Privacy (crypto-shredding, see Vault.ts): one data key per key ref (an identity-graph key), wrapped by the
+  // master key. Erasure sets `wrapped` to NULL; the row stays as a tombstone so no new key is made for that ref.
+  yield* sql`CREATE TABLE tl_person_keys (
+    key_ref text PRIMARY KEY,
+    wrapped bytea,
+    master_key_id text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    shredded_at timestamptz,
+    erasure_id text
+  )`
+  yield* sql`CREATE INDEX tl_person_keys_erasure ON tl_person_keys (erasure_id) WHERE erasure_id IS NOT NULL`
+  // Startup checks that every stored key was wrapped by the configured master key (and a rotation would find them).
+  yield* sql`CREATE INDEX tl_person_keys_master ON tl_person_keys (master_key_id)`
+  // One row per erasure (`DELETE /v1/people/:id`); the log holds a matching `erasure` event.
+  yield* sql`CREATE TABLE tl_erasures (
+    erasure_id text PRIMARY KEY,
+    person_id text NOT NULL,
+    user_id text,
+    requester text NOT NULL,
+    keys_destroyed integer NOT NULL,
+    identifiers_erased integer NOT NULL,
+    pending_removed integer NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+  )`
+  yield* sql`CREATE INDEX tl_erasures_person ON tl_erasures (person_id)`
+  // What each destination answered when the erasure was forwarded to it (append-only, like delivery records).
+  yield* sql`CREATE TABLE tl_erasure_forwards (
+    id bigserial PRIMARY KEY,
+    erasure_id text NOT NULL,
+    destination text NOT NULL,
+    plugin text NOT NULL,
+    outcome text NOT NULL CHECK (outcome IN ('accepted', 'rejected', 'not_configured', 'not_supported', 'failed')),
+    detail text NOT NULL,
+    status integer,
+    response text,
+    at timestamptz NOT NULL DEFAULT now()
+  )`
+  yield* sql`CREATE INDEX tl_erasure_forwards_erasure ON tl_erasure_forwards (erasure_id)`
+})
+
 /** Migration id_name → effect, in order. */
 export const migrations = {
   "0001_event_log": m0001,
   "0002_identity_consent": m0002,
-  "0003_adjustments": m0003
+  "0003_adjustments": m0003,
+  "0004_privacy": m0004
 }

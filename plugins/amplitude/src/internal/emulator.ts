@@ -30,6 +30,19 @@ export interface Stats {
   readonly rejected: Record<string, number>
 }
 
+/** A deletion request received by the User Privacy API (`POST /api/2/deletions/users`). */
+export interface StoredDeletion {
+  readonly seq: number
+  readonly received_at: number
+  readonly user_ids: ReadonlyArray<string>
+  readonly amplitude_ids: ReadonlyArray<number>
+  readonly requester: string | null
+  readonly ignore_invalid_id: string | null
+  readonly delete_from_org: string | null
+  /** The day the deletion job is scheduled for (YYYY-MM-DD). */
+  readonly day: string
+}
+
 /** Fault injection (`POST /__sandbox/faults`). */
 export interface Faults {
   /** The next `count` ingestion requests answer this status. */
@@ -52,6 +65,10 @@ export interface Faults {
 /** Runtime configuration (`POST /__sandbox/config`). */
 export interface EmulatorConfig {
   readonly apiKeys: ReadonlyArray<string>
+  /** Secret keys accepted with any api key by the User Privacy API (Basic auth `api_key:secret_key`). */
+  readonly secretKeys: ReadonlyArray<string>
+  /** The User Privacy API's limit of one request per second (per api key). */
+  readonly deletionRateLimit: boolean
   readonly throttle: boolean
   /** Events per second per user_id or device_id above which a request is throttled (Amplitude: 30). */
   readonly epsThreshold: number
@@ -67,6 +84,8 @@ export interface EmulatorConfig {
 
 export const defaultConfig: EmulatorConfig = {
   apiKeys: ["sandbox-amplitude-key"],
+  secretKeys: ["sandbox-amplitude-secret"],
+  deletionRateLimit: true,
   throttle: true,
   epsThreshold: 30,
   throttleWindowMs: 1000,
@@ -79,6 +98,8 @@ export interface Request {
   readonly method: string
   readonly path: string
   readonly contentType: string | undefined
+  /** The `Authorization` header (the User Privacy API uses Basic auth). */
+  readonly authorization?: string | undefined
   readonly body: Uint8Array
   /** Size of the body as received (the kept `body` may be cut). */
   readonly bytes: number
@@ -247,6 +268,8 @@ const addIndex = (map: Record<string, Array<number>>, field: string, index: numb
 export class Emulator {
   config: EmulatorConfig
   private stored: Array<StoredEvent> = []
+  private deletions: Array<StoredDeletion> = []
+  private lastDeletionAt = new Map<string, number>()
   private seq = 0
   private seen = new Map<string, number>()
   private recent = new Map<string, Array<number>>()
@@ -293,6 +316,8 @@ export class Emulator {
   /** Forgets events, dedup and throttle state, statistics and faults. */
   reset(): void {
     this.stored = []
+    this.deletions = []
+    this.lastDeletionAt.clear()
     this.seq = 0
     this.seen.clear()
     this.recent.clear()
@@ -316,7 +341,88 @@ export class Emulator {
       this.stats.responses[String(reply.status)] = (this.stats.responses[String(reply.status)] ?? 0) + 1
       return { reply, delayMs: this.delayMs }
     }
+    if (path === "/api/2/deletions/users") {
+      if (req.method !== "POST") return { reply: json(405, { error: "Method Not Allowed" }), delayMs: 0 }
+      return { reply: this.deleteUsers(req), delayMs: 0 }
+    }
     return { reply: this.control(req, path), delayMs: 0 }
+  }
+
+  /** Deletion requests received, in arrival order. */
+  deletionRequests(): ReadonlyArray<StoredDeletion> {
+    return this.deletions
+  }
+
+  /**
+   * User Privacy API v1: Basic auth `api_key:secret_key`; JSON (or form) body with `user_ids` and/or
+   * `amplitude_ids` (at most 100 in all), `requester`, `ignore_invalid_id`, `delete_from_org`; one request per
+   * second; 200 with the deletion job the users joined (`staging`, scheduled 10 days later here).
+   */
+  private deleteUsers(req: Request): Reply {
+    const m = /^Basic\s+(\S+)$/i.exec(req.authorization ?? "")
+    const [key, ...secret] = m ? Buffer.from(m[1]!, "base64").toString("utf8").split(":") : []
+    if (key === undefined || !this.config.apiKeys.includes(key) || !this.config.secretKeys.includes(secret.join(":"))) {
+      return json(401, { error: "Invalid API key or secret key" })
+    }
+    const last = this.lastDeletionAt.get(key)
+    if (this.config.deletionRateLimit && last !== undefined && req.now - last < 1000) {
+      return json(429, { error: "Too many requests: the User Privacy API allows 1 request per second" }, {
+        "retry-after": "1"
+      })
+    }
+    let body: Record<string, unknown> = {}
+    const text = new TextDecoder().decode(req.body)
+    if (req.contentType !== undefined && /^application\/x-www-form-urlencoded\b/i.test(req.contentType)) {
+      const form = new URLSearchParams(text)
+      body = {
+        user_ids: form.getAll("user_ids"),
+        amplitude_ids: form.getAll("amplitude_ids").map(Number),
+        requester: form.get("requester") ?? undefined
+      }
+    } else {
+      const parsed = this.parse(req.body)
+      if (!isObject(parsed)) return json(400, { error: "Invalid JSON request body" })
+      body = parsed
+    }
+    const userIds = body.user_ids ?? []
+    const amplitudeIds = body.amplitude_ids ?? []
+    if (!Array.isArray(userIds) || !userIds.every((u) => typeof u === "string" || typeof u === "number")) {
+      return json(400, { error: "user_ids must be an array of user ids" })
+    }
+    if (!Array.isArray(amplitudeIds) || !amplitudeIds.every((a) => Number.isInteger(a))) {
+      return json(400, { error: "amplitude_ids must be an array of integers" })
+    }
+    if (userIds.length + amplitudeIds.length === 0) {
+      return json(400, { error: "Request missing required field: user_ids or amplitude_ids" })
+    }
+    if (userIds.length + amplitudeIds.length > 100) {
+      return json(400, { error: "At most 100 user_ids and amplitude_ids per request" })
+    }
+    const text_ = (u: unknown) => (u === undefined || u === null ? null : String(u))
+    const requester = text_(body.requester)
+    const today = new Date(req.now).toISOString().slice(0, 10)
+    const day = new Date(req.now + 10 * 86_400_000).toISOString().slice(0, 10)
+    this.lastDeletionAt.set(key, req.now)
+    this.deletions.push({
+      seq: this.deletions.length + 1,
+      received_at: req.now,
+      user_ids: userIds.map(String),
+      amplitude_ids: amplitudeIds as Array<number>,
+      requester,
+      ignore_invalid_id: text_(body.ignore_invalid_id),
+      delete_from_org: text_(body.delete_from_org),
+      day
+    })
+    return json(200, {
+      day,
+      status: "staging",
+      amplitude_ids: (amplitudeIds as Array<number>).map((amplitude_id) => ({
+        amplitude_id,
+        requested_on_day: today,
+        requester
+      })),
+      user_ids: userIds.map((user_id) => ({ user_id: String(user_id), requested_on_day: today, requester }))
+    })
   }
 
   private control(req: Request, path: string): Reply {
@@ -324,6 +430,8 @@ export class Emulator {
     switch (route) {
       case "GET /__sandbox/events":
         return json(200, { events: this.stored })
+      case "GET /__sandbox/deletions":
+        return json(200, { deletions: this.deletions })
       case "DELETE /__sandbox/events":
         this.reset()
         return json(200, { ok: true })
@@ -351,8 +459,10 @@ export class Emulator {
         return json(200, {
           sandbox: "amplitude-http-api-v2",
           ingest: "POST /2/httpapi",
+          deletion: "POST /api/2/deletions/users",
           control: [
             "GET /__sandbox/events",
+            "GET /__sandbox/deletions",
             "DELETE /__sandbox/events",
             "GET /__sandbox/stats",
             "POST /__sandbox/faults",
@@ -405,9 +515,13 @@ export class Emulator {
     if (Array.isArray(body.apiKeys) && body.apiKeys.every((k) => typeof k === "string")) {
       next.apiKeys = body.apiKeys as Array<string>
     }
+    if (Array.isArray(body.secretKeys) && body.secretKeys.every((k) => typeof k === "string")) {
+      next.secretKeys = body.secretKeys as Array<string>
+    }
+    if (typeof body.deletionRateLimit === "boolean") next.deletionRateLimit = body.deletionRateLimit
     this.config = next
-    const { apiKeys, ...visible } = next
-    return json(200, { ...visible, apiKeys: apiKeys.length })
+    const { apiKeys, secretKeys, ...visible } = next
+    return json(200, { ...visible, apiKeys: apiKeys.length, secretKeys: secretKeys.length })
   }
 
   private parse(body: Uint8Array): unknown {
