@@ -1,6 +1,8 @@
 /**
  * The Google destination: canonical events → Google Data Manager API conversion events
- * (`POST https://datamanager.googleapis.com/v1/events:ingest`).
+ * (`POST https://datamanager.googleapis.com/v1/events:ingest`), or — `mode: "ads_api"`, for accounts that still have
+ * access — Google Ads API click conversions (`POST https://googleads.googleapis.com/v26/customers/{id}:
+ * uploadClickConversions`, see the "Google Ads API mode" section below).
  *
  * `transform` is pure and returns the exact wire event plus the conversion action it goes to. `send` groups a batch
  * by conversion action (one `destinations` entry per request), authenticates with an OAuth access token (refresh
@@ -29,6 +31,18 @@ type SendError = Destination.SendError
 
 /** The Data Manager API version this plugin speaks. Bump only with a new major. */
 export const DATA_MANAGER_API_VERSION = "v1"
+/** The Google Ads API version of `ads_api` mode (the latest active version in 2026-12; each lives about a year). */
+export const ADS_API_VERSION = "v26"
+/** Default Google Ads API base (`<base>/v26/customers/{id}:uploadClickConversions`). */
+export const DEFAULT_ADS_API_BASE = "https://googleads.googleapis.com"
+/** OAuth scope the refresh token needs in `ads_api` mode. */
+export const ADS_API_SCOPE = "https://www.googleapis.com/auth/adwords"
+/** `UploadClickConversionsRequest`: at most 2000 conversions. */
+export const MAX_CONVERSIONS_PER_UPLOAD = 2000
+/** At most 5 `userIdentifiers` per click conversion. */
+export const MAX_ADS_USER_IDENTIFIERS = 5
+/** A `TOO_RECENT_EVENT` row (click less than 6 h old) is retried after this long. */
+export const TOO_RECENT_RETRY_MS = 3_600_000
 /** Default API base (the version is appended: `<base>/v1/events:ingest`). */
 export const DEFAULT_API_BASE = "https://datamanager.googleapis.com"
 /** Google's OAuth token endpoint. */
@@ -101,10 +115,19 @@ const ConversionActionId = Schema.String.pipe(
   Schema.pattern(/^\d{1,19}$/, { message: () => "a conversion action id is a number (digits only)" })
 )
 
-/** An instance's settings. The client secret and the refresh token are `Redacted` once decoded. */
+/** Which Google API the instance speaks. */
+export const MODES = ["data_manager", "ads_api"] as const
+export type Mode = (typeof MODES)[number]
+
+/**
+ * An instance's settings. The client secret, the refresh token and the developer token are `Redacted` once decoded.
+ * `data_manager` mode needs `operatingAccountId`; `ads_api` mode needs `customerId` and `developerToken`.
+ */
 export const Settings = Schema.Struct({
-  /** The Google Ads account that receives the conversions (10 digits; hyphens are removed). */
-  operatingAccountId: AccountId,
+  /** `data_manager` (default): Data Manager API; `ads_api`: Google Ads API `UploadClickConversions`. */
+  mode: Schema.optionalWith(Schema.Literal(...MODES), { default: () => "data_manager" as const }),
+  /** The Google Ads account that receives the conversions (10 digits; hyphens are removed). `data_manager` mode. */
+  operatingAccountId: Schema.optionalWith(AccountId, { exact: true }),
   /** The manager account the credentials log in through, when it is not the operating account. */
   loginAccountId: Schema.optionalWith(AccountId, { exact: true }),
   /** Canonical event name → conversion action id (`productDestinationId`). Unmapped events are not sent. */
@@ -139,6 +162,19 @@ export const Settings = Schema.Struct({
   maxEventsPerRequest: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, MAX_EVENTS_PER_REQUEST)), {
     default: () => MAX_EVENTS_PER_REQUEST
   }),
+  /** `ads_api` mode: the customer the conversions are uploaded to (10 digits; hyphens are removed). */
+  customerId: Schema.optionalWith(AccountId, { exact: true }),
+  /** `ads_api` mode: the manager account sent as `login-customer-id`, when it is not the customer. */
+  loginCustomerId: Schema.optionalWith(AccountId, { exact: true }),
+  /** `ads_api` mode: the Google Ads API developer token (header `developer-token`). */
+  developerToken: Schema.optionalWith(
+    Schema.Redacted(
+      Schema.NonEmptyString.annotations({ message: () => "the Google Ads developer token must not be empty" })
+    ),
+    { exact: true }
+  ),
+  /** `ads_api` mode: API base, `https://googleads.googleapis.com` (default) or a sandbox. */
+  adsApiBase: Schema.optionalWith(HttpUrl, { default: () => DEFAULT_ADS_API_BASE }),
   /** How long `send` polls `requestStatus:retrieve` for a final status (0: do not poll). */
   statusPollTimeoutMs: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 120_000)), {
     default: () => DEFAULT_STATUS_POLL_TIMEOUT_MS
@@ -147,14 +183,33 @@ export const Settings = Schema.Struct({
   statusPollIntervalMs: Schema.optionalWith(Schema.Int.pipe(Schema.between(10, 10_000)), {
     default: () => DEFAULT_STATUS_POLL_INTERVAL_MS
   })
-}).annotations({ identifier: "GoogleAdsSettings" })
+}).pipe(
+  Schema.filter((s) => {
+    if (s.mode === "data_manager") {
+      return s.operatingAccountId !== undefined ||
+        "operatingAccountId (GOOGLE_ADS_OPERATING_ACCOUNT_ID) is required in data_manager mode"
+    }
+    if (s.customerId === undefined) return "customerId (GOOGLE_ADS_CUSTOMER_ID) is required in ads_api mode"
+    if (s.developerToken === undefined) {
+      return "developerToken (GOOGLE_ADS_DEVELOPER_TOKEN) is required in ads_api mode"
+    }
+    return true
+  }),
+  Schema.annotations({ identifier: "GoogleAdsSettings" })
+)
 export type Settings = typeof Settings.Type
 
 /** Non-secret options for `settingsFromEnv` (encoded settings; the env vars win where both are given). */
 export interface EnvOptions {
   /** Config namespace (default `GOOGLE_ADS`): `GOOGLE_ADS_CLIENT_ID`, … */
   readonly namespace?: string
+  /** `<namespace>_MODE` wins. */
+  readonly mode?: Mode
   readonly operatingAccountId?: string
+  /** `ads_api` mode (`<namespace>_CUSTOMER_ID`, `_LOGIN_CUSTOMER_ID`, `_ADS_API_BASE` win). */
+  readonly customerId?: string
+  readonly loginCustomerId?: string
+  readonly adsApiBase?: string
   readonly loginAccountId?: string
   /** Canonical event → conversion action id; `<namespace>_CONVERSION_ACTIONS` entries are laid over it. */
   readonly conversionActions?: Readonly<Record<string, string>>
@@ -202,6 +257,10 @@ export const parseConversionActions = (text: string): Either.Either<Record<strin
  * `GOOGLE_ADS_CLIENT_SECRET` (secret), `GOOGLE_ADS_REFRESH_TOKEN` (secret), `GOOGLE_ADS_OPERATING_ACCOUNT_ID`, and
  * optional `GOOGLE_ADS_LOGIN_ACCOUNT_ID`, `GOOGLE_ADS_CONVERSION_ACTIONS`, `GOOGLE_ADS_API_BASE`,
  * `GOOGLE_ADS_TOKEN_URL`, `GOOGLE_ADS_VALIDATE_ONLY`; everything else comes from `options`.
+ *
+ * `GOOGLE_ADS_MODE=ads_api` (or `options.mode`) selects the Google Ads API mode: then `GOOGLE_ADS_CUSTOMER_ID` and
+ * `GOOGLE_ADS_DEVELOPER_TOKEN` (secret) are required instead of the operating account, and
+ * `GOOGLE_ADS_LOGIN_CUSTOMER_ID`, `GOOGLE_ADS_ADS_API_BASE` are optional.
  */
 export const settingsFromEnv = (options: EnvOptions = {}): Config.Config<unknown> => {
   const { namespace = "GOOGLE_ADS", ...rest } = options
@@ -211,15 +270,24 @@ export const settingsFromEnv = (options: EnvOptions = {}): Config.Config<unknown
     clientId: Config.string("CLIENT_ID").pipe(Config.withDescription("Google OAuth client id")),
     clientSecret: Config.redacted("CLIENT_SECRET").pipe(Config.withDescription("Google OAuth client secret")),
     refreshToken: Config.redacted("REFRESH_TOKEN").pipe(
-      Config.withDescription(`Google OAuth refresh token with the scope ${SCOPE}`)
+      Config.withDescription(`Google OAuth refresh token with the scope ${SCOPE} (ads_api mode: ${ADS_API_SCOPE})`)
     ),
-    operatingAccountId: rest.operatingAccountId !== undefined
-      ? optionalString("OPERATING_ACCOUNT_ID", "Google Ads account receiving the conversions (10 digits)")
-      : Config.string("OPERATING_ACCOUNT_ID").pipe(
-        Config.withDescription("Google Ads account receiving the conversions (10 digits)"),
-        Config.map(Option.some)
-      ),
+    mode: Config.option(
+      Config.literal(...MODES)("MODE").pipe(
+        Config.withDescription("data_manager (default) or ads_api (Google Ads API UploadClickConversions)")
+      )
+    ),
+    operatingAccountId: optionalString(
+      "OPERATING_ACCOUNT_ID",
+      "Google Ads account receiving the conversions (10 digits)"
+    ),
     loginAccountId: optionalString("LOGIN_ACCOUNT_ID", "Google Ads manager account used to log in (10 digits)"),
+    customerId: optionalString("CUSTOMER_ID", "ads_api mode: Google Ads customer receiving the conversions"),
+    loginCustomerId: optionalString("LOGIN_CUSTOMER_ID", "ads_api mode: manager account sent as login-customer-id"),
+    developerToken: Config.option(
+      Config.redacted("DEVELOPER_TOKEN").pipe(Config.withDescription("ads_api mode: Google Ads API developer token"))
+    ),
+    adsApiBase: optionalString("ADS_API_BASE", `ads_api mode: Google Ads API base (default ${DEFAULT_ADS_API_BASE})`),
     conversionActions: optionalString(
       "CONVERSION_ACTIONS",
       "Canonical event → conversion action id, as purchase=123,sign_up=456 or a JSON object"
@@ -238,23 +306,45 @@ export const settingsFromEnv = (options: EnvOptions = {}): Config.Config<unknown
       Config.boolean("VALIDATE_ONLY").pipe(Config.withDescription("Validate requests only; Google stores nothing"))
     )
   })
+  const path = (name: string) => (namespace === "" ? [name] : [namespace, name])
+  const variable = (name: string) => (namespace === "" ? name : `${namespace}_${name}`)
+  const missing = (name: string) =>
+    ConfigError.MissingData(path(name), `Expected ${variable(name)} to exist (required in this mode)`)
   return (namespace === "" ? config : Config.nested(config, namespace)).pipe(
-    Config.map((env): unknown => ({
-      ...rest,
-      clientId: env.clientId.trim(),
-      // Schema.Redacted decodes from the plain string, so the encoded object carries it.
-      clientSecret: Redacted.value(env.clientSecret).trim(),
-      refreshToken: Redacted.value(env.refreshToken).trim(),
-      ...(Option.isSome(env.operatingAccountId) ? { operatingAccountId: env.operatingAccountId.value } : {}),
-      ...(Option.isSome(env.loginAccountId) ? { loginAccountId: env.loginAccountId.value } : {}),
-      conversionActions: {
-        ...rest.conversionActions,
-        ...(Option.isSome(env.conversionActions) ? env.conversionActions.value : {})
-      },
-      ...(Option.isSome(env.apiBase) ? { apiBase: env.apiBase.value } : {}),
-      ...(Option.isSome(env.tokenUrl) ? { tokenUrl: env.tokenUrl.value } : {}),
-      ...(Option.isSome(env.validateOnly) ? { validateOnly: env.validateOnly.value } : {})
-    }))
+    Config.mapOrFail((env): Either.Either<unknown, ConfigError.ConfigError> => {
+      const mode = Option.getOrElse(env.mode, () => rest.mode ?? "data_manager")
+      // The variables a mode cannot work without are reported as missing, like the OAuth ones.
+      if (mode === "data_manager" && Option.isNone(env.operatingAccountId) && rest.operatingAccountId === undefined) {
+        return Either.left(missing("OPERATING_ACCOUNT_ID"))
+      }
+      if (mode === "ads_api" && Option.isNone(env.customerId) && rest.customerId === undefined) {
+        return Either.left(missing("CUSTOMER_ID"))
+      }
+      if (mode === "ads_api" && Option.isNone(env.developerToken)) return Either.left(missing("DEVELOPER_TOKEN"))
+      return Either.right({
+        ...rest,
+        mode,
+        clientId: env.clientId.trim(),
+        // Schema.Redacted decodes from the plain string, so the encoded object carries it.
+        clientSecret: Redacted.value(env.clientSecret).trim(),
+        refreshToken: Redacted.value(env.refreshToken).trim(),
+        ...(Option.isSome(env.operatingAccountId) ? { operatingAccountId: env.operatingAccountId.value } : {}),
+        ...(Option.isSome(env.loginAccountId) ? { loginAccountId: env.loginAccountId.value } : {}),
+        ...(Option.isSome(env.customerId) ? { customerId: env.customerId.value } : {}),
+        ...(Option.isSome(env.loginCustomerId) ? { loginCustomerId: env.loginCustomerId.value } : {}),
+        ...(Option.isSome(env.developerToken)
+          ? { developerToken: Redacted.value(env.developerToken.value).trim() }
+          : {}),
+        ...(Option.isSome(env.adsApiBase) ? { adsApiBase: env.adsApiBase.value } : {}),
+        conversionActions: {
+          ...rest.conversionActions,
+          ...(Option.isSome(env.conversionActions) ? env.conversionActions.value : {})
+        },
+        ...(Option.isSome(env.apiBase) ? { apiBase: env.apiBase.value } : {}),
+        ...(Option.isSome(env.tokenUrl) ? { tokenUrl: env.tokenUrl.value } : {}),
+        ...(Option.isSome(env.validateOnly) ? { validateOnly: env.validateOnly.value } : {})
+      })
+    })
   )
 }
 
@@ -294,11 +384,50 @@ export interface DataManagerEvent {
   readonly consent: { readonly adUserData: ConsentStatus; readonly adPersonalization: ConsentStatus }
 }
 
-/** What `transform` produces: the wire event and the conversion action (`productDestinationId`) it goes to. */
-export interface Payload {
+/** `data_manager` mode: the wire event and the conversion action (`productDestinationId`) it goes to. */
+export interface DataManagerPayload {
   readonly productDestinationId: string
   readonly event: DataManagerEvent
+  readonly conversion?: never
 }
+
+/** Google Ads API `ConsentStatus`. */
+export type AdsConsentStatus = "GRANTED" | "DENIED"
+
+/** One Google Ads API `UserIdentifier` (REST JSON names): exactly one hashed field, SHA-256 lowercase hex. */
+export type AdsUserIdentifier = { readonly hashedEmail: string } | { readonly hashedPhoneNumber: string }
+
+/** One Google Ads API `ClickConversion` exactly as sent (REST JSON field names). */
+export interface ClickConversion {
+  /** Exactly one of the three, or none with user identifiers (enhanced conversions for leads). */
+  readonly gclid?: string
+  readonly gbraid?: string
+  readonly wbraid?: string
+  /** `customers/{customerId}/conversionActions/{id}`. */
+  readonly conversionAction: string
+  /** `yyyy-mm-dd hh:mm:ss+00:00` (UTC). */
+  readonly conversionDateTime: string
+  readonly conversionValue?: number
+  readonly currencyCode?: string
+  /** The TrackLayer dedup key: unique per conversion action; a resend answers `ORDER_ID_ALREADY_IN_USE`. */
+  readonly orderId: string
+  /** At most 5. */
+  readonly userIdentifiers?: ReadonlyArray<AdsUserIdentifier>
+  readonly consent: { readonly adUserData: AdsConsentStatus }
+}
+
+/** `ads_api` mode: one click conversion. */
+export interface AdsApiPayload {
+  readonly conversion: ClickConversion
+  readonly productDestinationId?: never
+  readonly event?: never
+}
+
+/** What `transform` produces: a Data Manager event (default mode) or a Google Ads API click conversion. */
+export type Payload = DataManagerPayload | AdsApiPayload
+
+/** True for a payload of `ads_api` mode. */
+export const isAdsApiPayload = (p: Payload): p is AdsApiPayload => p.conversion !== undefined
 
 const skip = (reason: Destination.SkipReason["reason"], detail: string) =>
   Either.left(new Destination.SkipReason({ reason, detail }))
@@ -378,8 +507,15 @@ const eventSourceOf = (event: DeliveryEvent, settings: Settings): EventSource =>
   return c?.page_url !== undefined || c?.user_agent !== undefined ? "WEB" : "OTHER"
 }
 
+/** Pure: the exact payload for one stored event in the instance's mode, or why it is skipped. */
+export const transform = (event: DeliveryEvent, settings: Settings): Either.Either<Payload, Destination.SkipReason> =>
+  settings.mode === "ads_api" ? transformAdsApi(event, settings) : transformDataManager(event, settings)
+
 /** Pure: the exact Data Manager event for one stored event (and its conversion action), or why it is skipped. */
-export const transform = (event: DeliveryEvent, settings: Settings): Either.Either<Payload, Destination.SkipReason> => {
+export const transformDataManager = (
+  event: DeliveryEvent,
+  settings: Settings
+): Either.Either<DataManagerPayload, Destination.SkipReason> => {
   const productDestinationId = settings.conversionActions[event.name]
   if (productDestinationId === undefined) {
     return skip("not_mapped", `event "${event.name}" has no conversion action in conversionActions`)
@@ -439,6 +575,90 @@ export const transform = (event: DeliveryEvent, settings: Settings): Either.Eith
   })
 }
 
+/** `2026-04-24 08:00:00+00:00`: the Google Ads API date-time format, in UTC. */
+export const adsDateTime = (epochMs: number): string => {
+  const iso = new Date(epochMs).toISOString() // 2026-04-24T08:00:00.000Z
+  return `${iso.slice(0, 10)} ${iso.slice(11, 19)}+00:00`
+}
+
+/** Up to 5 hashed identifiers for a click conversion: emails, then phones (the address is not sent). */
+export const adsUserIdentifiersOf = (event: DeliveryEvent): ReadonlyArray<AdsUserIdentifier> =>
+  userIdentifiersOf(event).flatMap((id): ReadonlyArray<AdsUserIdentifier> =>
+    "emailAddress" in id
+      ? [{ hashedEmail: id.emailAddress }]
+      : "phoneNumber" in id
+      ? [{ hashedPhoneNumber: id.phoneNumber }]
+      : []
+  ).slice(0, MAX_ADS_USER_IDENTIFIERS)
+
+/** Pure: the exact Google Ads API `ClickConversion` for one stored event, or why it is skipped. */
+export const transformAdsApi = (
+  event: DeliveryEvent,
+  settings: Settings
+): Either.Either<AdsApiPayload, Destination.SkipReason> => {
+  const actionId = settings.conversionActions[event.name]
+  if (actionId === undefined) {
+    return skip("not_mapped", `event "${event.name}" has no conversion action in conversionActions`)
+  }
+  if (event.adjustment !== undefined) {
+    // A resent orderId is ORDER_ID_ALREADY_IN_USE: a changed value needs UploadConversionAdjustments (RESTATEMENT).
+    return skip(
+      "invalid",
+      `a changed value of order "${event.dedupKey}" is an adjustment; ads_api mode does not send adjustments ` +
+        "(UploadConversionAdjustments is not implemented)"
+    )
+  }
+  const windowMs = settings.clickThroughWindowDays * DAY_MS
+  if (event.receivedAt - event.timestamp > windowMs) {
+    return skip(
+      "window",
+      `the event is ${days(event.receivedAt - event.timestamp)} days older than its receipt; ` +
+        `the click-through window is ${settings.clickThroughWindowDays} days`
+    )
+  }
+  const properties = event.event.properties ?? {}
+  const value = properties.value
+  const currency = properties.currency
+  let money: { conversionValue: number; currencyCode: string } | undefined
+  if (typeof value === "number" && Number.isFinite(value)) {
+    if (value < 0) return skip("invalid", `conversionValue must not be negative (value ${value})`)
+    if (typeof currency !== "string" || !/^[A-Z]{3}$/.test(currency)) {
+      return skip("invalid", `value ${value} has no ISO 4217 currency`)
+    }
+    money = { conversionValue: value, currencyCode: currency }
+  }
+  const click = clickIdOf(event)
+  const clickExpired = click?.seenAt !== undefined && event.timestamp - click.seenAt > windowMs
+  const identifiers = adsUserIdentifiersOf(event)
+  if (click === undefined || clickExpired) {
+    if (clickExpired) {
+      return skip(
+        "window",
+        `the ${click!.name} click was ${days(event.timestamp - click!.seenAt!)} days before the conversion; ` +
+          `the click-through window is ${settings.clickThroughWindowDays} days`
+      )
+    }
+    if (identifiers.length === 0) {
+      return skip(
+        "invalid",
+        "a click conversion needs a click id (gclid, gbraid or wbraid) or, for enhanced conversions for leads, a " +
+          "hashed email or phone; the person has none"
+      )
+    }
+  }
+  return Either.right({
+    conversion: {
+      ...(click !== undefined ? { [click.name]: click.value } : {}),
+      conversionAction: `customers/${settings.customerId ?? ""}/conversionActions/${actionId}`,
+      conversionDateTime: adsDateTime(event.timestamp),
+      ...(money !== undefined ? money : {}),
+      orderId: event.dedupKey,
+      ...(identifiers.length > 0 ? { userIdentifiers: identifiers } : {}),
+      consent: { adUserData: (event.consent?.advertising ?? true) ? "GRANTED" : "DENIED" }
+    }
+  })
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Send
 // ---------------------------------------------------------------------------------------------------------------
@@ -450,7 +670,7 @@ export const requestBody = (
   settings: Settings
 ) => ({
   destinations: [{
-    operatingAccount: { accountType: "GOOGLE_ADS", accountId: settings.operatingAccountId },
+    operatingAccount: { accountType: "GOOGLE_ADS", accountId: settings.operatingAccountId ?? "" },
     ...(settings.loginAccountId !== undefined
       ? { loginAccount: { accountType: "GOOGLE_ADS", accountId: settings.loginAccountId } }
       : {}),
@@ -534,7 +754,7 @@ interface Reply {
 
 interface SendContext {
   readonly settings: Settings
-  /** Access tokens used in this send (redacted from every excerpt). */
+  /** Access tokens used in this send, and the developer token (redacted from every excerpt). */
   readonly tokens: Array<string>
   /** Ingest requests left in this `send` call. */
   budget: number
@@ -578,6 +798,19 @@ const authorized = (
     const first = yield* OAuth.accessToken(ctx.settings)
     const reply = yield* once(first)
     if (reply.status !== 401) return reply
+    // A refused developer token is not cured by a fresh access token.
+    const devTokenCodes = adsFailureOf(reply.json).filter((e) => e.code.startsWith("DEVELOPER_TOKEN"))
+    if (devTokenCodes.length > 0) {
+      return yield* new Destination.AuthFailedError({
+        message: excerpt(
+          `Google refused the developer token (401 ${devTokenCodes.map((e) => e.code).join(", ")}): check ` +
+            `developerToken (GOOGLE_ADS_DEVELOPER_TOKEN)`,
+          ctx
+        ),
+        status: reply.status,
+        body: reply.info.body
+      })
+    }
     OAuth.invalidate(ctx.settings, first)
     const fresh = yield* OAuth.accessToken(ctx.settings, { force: true })
     const again = yield* once(fresh)
@@ -585,7 +818,7 @@ const authorized = (
     return yield* new Destination.AuthFailedError({
       message: excerpt(
         `Google refused a freshly issued access token (401 ${rpcText(again)}): check that the refresh token has ` +
-          `the scope ${SCOPE}`,
+          `the scope ${ctx.settings.mode === "ads_api" ? ADS_API_SCOPE : SCOPE}`,
         ctx
       ),
       status: again.status,
@@ -833,6 +1066,240 @@ const onInvalid = (
     return outcomes as ReadonlyArray<Outcome>
   })
 
+// ---------------------------------------------------------------------------------------------------------------
+// Google Ads API mode: UploadClickConversions
+// ---------------------------------------------------------------------------------------------------------------
+
+/** One `GoogleAdsError` of a `GoogleAdsFailure` (REST JSON), reduced to what TrackLayer uses. */
+export interface AdsError {
+  /** The enum value of the one-of `errorCode` (`ORDER_ID_ALREADY_IN_USE`). */
+  readonly code: string
+  /** The one-of's field name (`conversionUploadError`). */
+  readonly kind: string
+  readonly message: string
+  /** The row: `location.fieldPathElements[]` entry named `conversions`, its `index`. */
+  readonly index: number | undefined
+}
+
+/** The errors of every `GoogleAdsFailure` in a google.rpc Status `details` (a partial failure or a request error). */
+const adsErrorsOfStatus = (status: unknown): ReadonlyArray<AdsError> =>
+  arrayOf(recordOf(status).details).flatMap((d) =>
+    arrayOf(recordOf(d).errors).map((raw): AdsError => {
+      const e = recordOf(raw)
+      const [kind = "unknown", code = "UNKNOWN"] = Object.entries(recordOf(e.errorCode))
+        .map(([k, v]) => [k, String(v)] as const)[0] ?? []
+      const element = arrayOf(recordOf(e.location).fieldPathElements)
+        .map(recordOf)
+        .find((f) => f.fieldName === "conversions")
+      const index = element === undefined ? undefined : Number(element.index ?? 0)
+      return {
+        code,
+        kind,
+        message: stringOf(e.message) ?? "",
+        index: index !== undefined && Number.isInteger(index) ? index : undefined
+      }
+    })
+  )
+
+/** The `GoogleAdsFailure` errors of an error body (`{ error: { details: [{ errors }] } }`). */
+export const adsFailureOf = (json: unknown): ReadonlyArray<AdsError> => adsErrorsOfStatus(recordOf(json).error)
+
+/** The row errors of an `UploadClickConversionsResponse` (`partialFailureError`). */
+export const partialFailureOf = (json: unknown): ReadonlyArray<AdsError> =>
+  adsErrorsOfStatus(recordOf(json).partialFailureError)
+
+/** A resend of something Google already has: counted as delivered. */
+export const ALREADY_DELIVERED_CODES: ReadonlySet<string> = new Set([
+  "ORDER_ID_ALREADY_IN_USE",
+  "CLICK_CONVERSION_ALREADY_EXISTS"
+])
+/** Worth sending again later (the click, or the conversion action, is too new). */
+export const RETRY_LATER_CODES: ReadonlySet<string> = new Set(["TOO_RECENT_EVENT", "TOO_RECENT_CONVERSION_ACTION"])
+/** The account may not use offline click-conversion import any more. */
+export const NOT_ALLOWLISTED = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"
+
+const adsUrl = (settings: Settings) =>
+  `${settings.adsApiBase.replace(/\/+$/, "")}/${ADS_API_VERSION}/customers/${settings.customerId ?? ""}` +
+  ":uploadClickConversions"
+
+const errorsText = (errors: ReadonlyArray<AdsError>) =>
+  errors.map((e) => (e.message !== "" ? `${e.code}: ${e.message}` : e.code)).join("; ")
+
+const notAllowlisted = (ctx: SendContext, status: number, body: string) =>
+  new Destination.AuthFailedError({
+    message: `Google Ads API: customer ${ctx.settings.customerId ?? ""} is not allowlisted for click-conversion ` +
+      `import (${NOT_ALLOWLISTED}): Google stopped accepting new adopters on 2026-06-15 — switch this destination ` +
+      `to the Data Manager mode (mode "data_manager", GOOGLE_ADS_MODE=data_manager, with operatingAccountId)`,
+    status,
+    body
+  })
+
+/** The `UploadClickConversionsRequest` body. */
+export const uploadRequestBody = (conversions: ReadonlyArray<ClickConversion>, settings: Settings) => ({
+  conversions,
+  partialFailure: true,
+  ...(settings.validateOnly ? { validateOnly: true } : {})
+})
+
+/** Per-row outcomes of a 200 answer: partial failure errors mapped to their rows by `conversions` index. */
+const onUploaded = (
+  conversions: ReadonlyArray<ClickConversion>,
+  reply: Reply,
+  ctx: SendContext
+): Effect.Effect<ReadonlyArray<Outcome>, SendError> =>
+  Effect.gen(function*() {
+    const json = recordOf(reply.json)
+    const errors = partialFailureOf(json)
+    if (errors.some((e) => e.code === NOT_ALLOWLISTED)) {
+      return yield* notAllowlisted(ctx, reply.status, reply.info.body)
+    }
+    const results = arrayOf(json.results)
+    const jobId = json.jobId !== undefined ? String(json.jobId) : undefined
+    const byRow = new Map<number, Array<AdsError>>()
+    const unindexed: Array<AdsError> = []
+    for (const e of errors) {
+      if (e.index === undefined || e.index >= conversions.length) unindexed.push(e)
+      else byRow.set(e.index, [...(byRow.get(e.index) ?? []), e])
+    }
+    const info = (extra: Record<string, unknown>) => ({
+      status: reply.status,
+      body: excerpt(JSON.stringify({ ...(jobId !== undefined ? { jobId } : {}), ...extra }), ctx)
+    })
+    return conversions.map((c, i): Outcome => {
+      const rowErrors = byRow.get(i) ?? []
+      if (rowErrors.length > 0) {
+        const text = excerpt(`${errorsText(rowErrors)} (conversions[${i}], orderId ${c.orderId})`, ctx)
+        if (rowErrors.every((e) => ALREADY_DELIVERED_CODES.has(e.code))) {
+          return Destination.Accepted(info({
+            orderId: c.orderId,
+            alreadyDelivered: rowErrors.map((e) => e.code).join(","),
+            note: "Google already has this conversion (a resend)"
+          }))
+        }
+        if (rowErrors.every((e) => RETRY_LATER_CODES.has(e.code) || ALREADY_DELIVERED_CODES.has(e.code))) {
+          return Destination.Retry(text, TOO_RECENT_RETRY_MS, info({ orderId: c.orderId, errors: rowErrors }))
+        }
+        return Destination.Rejected(text, info({ orderId: c.orderId, errors: rowErrors }))
+      }
+      if (ctx.settings.validateOnly) {
+        return Destination.Accepted(
+          info({ orderId: c.orderId, validateOnly: true, note: "validate only: stored nothing" })
+        )
+      }
+      const result = recordOf(results[i])
+      // An empty result is a row Google did not process; with errors that name no row, that is the reason.
+      if (Object.keys(result).length === 0 && unindexed.length > 0) {
+        return Destination.Rejected(
+          excerpt(`${errorsText(unindexed)} (conversions[${i}])`, ctx),
+          info({
+            orderId: c.orderId,
+            errors: unindexed
+          })
+        )
+      }
+      return Destination.Accepted(info({ orderId: c.orderId, result }))
+    })
+  })
+
+/** One upload and its classification; a whole-request failure is an error. */
+const upload = (
+  conversions: ReadonlyArray<ClickConversion>,
+  ctx: SendContext
+): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> =>
+  Effect.gen(function*() {
+    ctx.budget -= 1
+    const s = ctx.settings
+    const body = JSON.stringify(uploadRequestBody(conversions, s))
+    yield* Effect.annotateCurrentSpan({
+      "google_ads.conversions": conversions.length,
+      "google_ads.request_bytes": body.length
+    })
+    const developerToken = s.developerToken !== undefined ? Redacted.value(s.developerToken) : ""
+    const reply = yield* authorized(
+      (token) =>
+        HttpClientRequest.post(adsUrl(s)).pipe(
+          HttpClientRequest.bearerToken(token),
+          HttpClientRequest.setHeader("developer-token", developerToken),
+          s.loginCustomerId !== undefined
+            ? HttpClientRequest.setHeader("login-customer-id", s.loginCustomerId)
+            : (r) => r,
+          HttpClientRequest.bodyText(body, "application/json"),
+          HttpClientRequest.acceptJson
+        ),
+      ctx
+    )
+    yield* Effect.annotateCurrentSpan("http.status", reply.status)
+    const status = reply.status
+    const fields = { status, body: reply.info.body }
+    if (status >= 200 && status < 300) return yield* onUploaded(conversions, reply, ctx)
+    const failure = adsFailureOf(reply.json)
+    if (failure.some((e) => e.code === NOT_ALLOWLISTED)) return yield* notAllowlisted(ctx, status, reply.info.body)
+    const text = failure.length > 0 ? errorsText(failure) : rpcText(reply)
+    if (status === 401 || status === 403) {
+      return yield* new Destination.AuthFailedError({
+        message: excerpt(
+          `Google Ads API refused access to customer ${s.customerId ?? ""} (${status} ${text}): check ` +
+            "developerToken, loginCustomerId and that the OAuth user can manage the customer",
+          ctx
+        ),
+        ...fields
+      })
+    }
+    if (status === 404 || status === 405) {
+      return yield* new Destination.AuthFailedError({
+        message: `Google Ads API answered ${status}: check adsApiBase (${s.adsApiBase}) and the API version ` +
+          `(${ADS_API_VERSION})`,
+        ...fields
+      })
+    }
+    if (status === 408 || status === 429 || status >= 500) {
+      const retryAfterMs = reply.retryAfterMs ?? parseRpcStatus(reply.json).retryDelayMs
+      return yield* new Destination.RetryableError({
+        message: excerpt(`Google Ads API answered ${status}: ${text}`, ctx),
+        ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+        ...fields
+      })
+    }
+    return yield* new Destination.PayloadInvalidError({
+      message: excerpt(`Google Ads API refused the upload (${status}): ${text}`, ctx),
+      ...fields
+    })
+  }).pipe(Effect.withSpan("GoogleAds.uploadClickConversions"))
+
+/** Sends click conversions in requests of at most `maxEventsPerRequest`; one outcome per prepared entry, in order. */
+const sendAdsApi = (
+  batch: ReadonlyArray<Destination.Prepared<AdsApiPayload>>,
+  settings: Settings
+): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> =>
+  Effect.gen(function*() {
+    const ctx: SendContext = {
+      settings,
+      tokens: settings.developerToken !== undefined ? [Redacted.value(settings.developerToken)] : [],
+      budget: MAX_REQUESTS_PER_SEND
+    }
+    const size = Math.min(settings.maxEventsPerRequest, MAX_CONVERSIONS_PER_UPLOAD)
+    const outcomes: Array<Outcome> = []
+    for (let start = 0; start < batch.length; start += size) {
+      const part = batch.slice(start, start + size).map((p) => p.payload.conversion)
+      const result = start === 0
+        ? yield* upload(part, ctx)
+        // Once part of the batch has an outcome, later whole-request failures become per-row outcomes (auth
+        // failures still stop the send; orderId makes resending harmless).
+        : yield* upload(part, ctx).pipe(
+          Effect.catchTags({
+            RetryableError: (e) =>
+              Effect.succeed(part.map(() => Destination.Retry(e.message, e.retryAfterMs, respInfo(e)))),
+            PayloadInvalidError: (e) => Effect.succeed(part.map(() => Destination.Rejected(e.message, respInfo(e))))
+          })
+        )
+      result.forEach((o, k) => (outcomes[start + k] = o))
+    }
+    return outcomes as ReadonlyArray<Outcome>
+  })
+
+const respInfo = (e: { readonly status?: number | undefined; readonly body?: string | undefined }) =>
+  e.status !== undefined ? { status: e.status, body: e.body ?? "" } : undefined
+
 /**
  * Sends one batch: one request per conversion action (more to resend what a 400 did not name, or when a group
  * exceeds `maxEventsPerRequest`), then polls each request's status. One outcome per prepared event, in order.
@@ -842,28 +1309,61 @@ export const send = Effect.fn("GoogleAds.send")(function*(
   settings: Settings
 ) {
   yield* Effect.annotateCurrentSpan("google_ads.batch_size", batch.length)
+  yield* Effect.annotateCurrentSpan("google_ads.mode", settings.mode)
   if (batch.length === 0) return [] as ReadonlyArray<Outcome>
-  const ctx: SendContext = { settings, tokens: [], budget: MAX_REQUESTS_PER_SEND }
-  const groups = new Map<string, Array<number>>()
-  batch.forEach((p, i) => {
-    const g = groups.get(p.payload.productDestinationId) ?? []
-    g.push(i)
-    groups.set(p.payload.productDestinationId, g)
-  })
-  const outcomes: Array<Outcome> = []
-  let first = true
-  for (const [productDestinationId, indexes] of groups) {
-    for (let start = 0; start < indexes.length; start += settings.maxEventsPerRequest) {
-      const part = indexes.slice(start, start + settings.maxEventsPerRequest)
-      const events = part.map((i) => batch[i]!.payload.event)
-      // Until something was delivered, a whole-request failure is the batch's failure.
-      const result = yield* (first ? exchange : exchangeRest)(productDestinationId, events, ctx)
-      first = false
-      part.forEach((i, k) => (outcomes[i] = result[k]!))
-    }
+  // Payloads prepared in the other mode (the mode was switched while events waited) are refused, not resent.
+  const wrongMode = (p: Payload) => isAdsApiPayload(p) !== (settings.mode === "ads_api")
+  if (batch.some((p) => wrongMode(p.payload))) {
+    const ok = batch.flatMap((p, i) => (wrongMode(p.payload) ? [] : [i]))
+    const sent = yield* sendSameMode(ok.map((i) => batch[i]!), settings)
+    const outcomes: Array<Outcome> = batch.map((p) =>
+      Destination.Rejected(
+        `payload prepared for ${isAdsApiPayload(p.payload) ? "ads_api" : "data_manager"} mode; the destination ` +
+          `is now in ${settings.mode} mode`
+      )
+    )
+    ok.forEach((i, k) => (outcomes[i] = sent[k]!))
+    return outcomes as ReadonlyArray<Outcome>
   }
-  return outcomes as ReadonlyArray<Outcome>
+  return yield* sendSameMode(batch, settings)
 })
+
+const sendSameMode = (
+  batch: ReadonlyArray<Destination.Prepared<Payload>>,
+  settings: Settings
+): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> =>
+  settings.mode === "ads_api"
+    ? sendAdsApi(batch as ReadonlyArray<Destination.Prepared<AdsApiPayload>>, settings)
+    : sendDataManager(batch, settings)
+
+const sendDataManager = (
+  batch: ReadonlyArray<Destination.Prepared<Payload>>,
+  settings: Settings
+): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> =>
+  Effect.gen(function*() {
+    if (batch.length === 0) return [] as ReadonlyArray<Outcome>
+    const ctx: SendContext = { settings, tokens: [], budget: MAX_REQUESTS_PER_SEND }
+    const groups = new Map<string, Array<number>>()
+    batch.forEach((p, i) => {
+      const id = (p.payload as DataManagerPayload).productDestinationId
+      const g = groups.get(id) ?? []
+      g.push(i)
+      groups.set(id, g)
+    })
+    const outcomes: Array<Outcome> = []
+    let first = true
+    for (const [productDestinationId, indexes] of groups) {
+      for (let start = 0; start < indexes.length; start += settings.maxEventsPerRequest) {
+        const part = indexes.slice(start, start + settings.maxEventsPerRequest)
+        const events = part.map((i) => (batch[i]!.payload as DataManagerPayload).event)
+        // Until something was delivered, a whole-request failure is the batch's failure.
+        const result = yield* (first ? exchange : exchangeRest)(productDestinationId, events, ctx)
+        first = false
+        part.forEach((i, k) => (outcomes[i] = result[k]!))
+      }
+    }
+    return outcomes as ReadonlyArray<Outcome>
+  })
 
 // ---------------------------------------------------------------------------------------------------------------
 // Plugin and instance

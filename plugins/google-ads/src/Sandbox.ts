@@ -2,14 +2,19 @@
  * A local HTTP server that behaves like Google's OAuth token endpoint (`POST /token`) and the Data Manager API's
  * event ingestion (`POST /v1/events:ingest`, `GET /v1/requestStatus:retrieve`) as documented: bearer tokens with
  * an expiry, fail-fast validation with google.rpc `BadRequest` field violations (unhashed PII included), limits,
- * 300 requests/min, `transactionId` dedup and adjustments, asynchronous status. Control endpoints for tests and demos:
+ * 300 requests/min, `transactionId` dedup and adjustments, asynchronous status. It also serves the Google Ads API's
+ * `POST /v{N}/customers/{id}:uploadClickConversions` (developer token, partial failure rows, `orderId` and click
+ * dedup, click-age checks, `CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE` on demand). Control endpoints:
  *
  * - `GET /__sandbox/events` every stored event in arrival order; `DELETE /__sandbox/events` resets everything
  * - `GET /__sandbox/stats` token requests, ingest answers, polls, stored / duplicate / adjusted events, rejections
+ * - `GET /__sandbox/conversions` every stored click conversion (Google Ads API) in arrival order
+ * - `POST /__sandbox/clicks` `{ "<click id>": <epoch ms> }` registers click times (enables `TOO_RECENT_EVENT`,
+ *   `EXPIRED_EVENT`, `CONVERSION_PRECEDES_EVENT` for those clicks)
  * - `POST /__sandbox/faults` `{ status, count?, skip?, retryAfter?, body? }` | `{ requestStatus, errorCounts?,
  *   count? }` | `{ down }` | `{ delayMs }`; `DELETE /__sandbox/faults` clears them
  * - `POST /__sandbox/config` `{ tokenTtlSeconds?, processingPolls?, rateLimitPerMinute?, maxEventsPerRequest?,
- *   clients? }`
+ *   clients?, developerToken?, notAllowlisted?, minClickAgeHours?, maxConversionsPerUpload? }`
  * - `POST /__sandbox/expire-tokens` expires every issued access token
  */
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
@@ -24,6 +29,10 @@ import { Emulator, type EmulatorConfig, type Faults as EmulatorFaults, type OAut
 export const SANDBOX_CLIENT_ID = "sandbox-google-client-id"
 export const SANDBOX_CLIENT_SECRET = "sandbox-google-client-secret"
 export const SANDBOX_REFRESH_TOKEN = "sandbox-google-refresh-token"
+/** The developer token the sandbox's Google Ads API accepts by default. */
+export const SANDBOX_DEVELOPER_TOKEN = "sandbox-google-developer-token"
+/** The customer the sandbox env points `ads_api` mode at (any 10-digit id is accepted). */
+export const SANDBOX_CUSTOMER_ID = "1234567890"
 /** The operating account the sandbox env points at (any 10-digit id is accepted). */
 export const SANDBOX_OPERATING_ACCOUNT_ID = "1234567890"
 /** Conversion action ids the sandbox env maps the canonical vocabulary to (any numeric id is accepted). */
@@ -49,6 +58,10 @@ export interface SandboxOptions {
   readonly processingPolls?: number
   /** Ingest requests per minute (default 300; 0: unlimited). */
   readonly rateLimitPerMinute?: number
+  /** Google Ads API developer token accepted (default `sandbox-google-developer-token`). */
+  readonly developerToken?: string
+  /** Answer every click-conversion upload `CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE` (default false). */
+  readonly notAllowlisted?: boolean
 }
 
 /** Fault injection; see the module doc. */
@@ -72,6 +85,18 @@ export type StoredEvent = typeof StoredEvent.Type
 
 const Counts = Schema.Record({ key: Schema.String, value: Schema.Number })
 
+/** One stored click conversion as `GET /__sandbox/conversions` returns it. */
+export const StoredConversion = Schema.Struct({
+  seq: Schema.Number,
+  received_at: Schema.Number,
+  customer_id: Schema.String,
+  login_customer_id: Schema.NullOr(Schema.String),
+  api_version: Schema.String,
+  job_id: Schema.String,
+  conversion: Schema.Record({ key: Schema.String, value: Schema.Unknown })
+})
+export type StoredConversion = typeof StoredConversion.Type
+
 /** `GET /__sandbox/stats`. */
 export const Stats = Schema.Struct({
   token_requests: Schema.Number,
@@ -85,7 +110,12 @@ export const Stats = Schema.Struct({
   duplicates: Schema.Number,
   adjustments: Schema.Number,
   validate_only_requests: Schema.Number,
-  rejected: Counts
+  rejected: Counts,
+  upload_requests: Schema.Number,
+  upload_responses: Counts,
+  conversions_received: Schema.Number,
+  conversions_stored: Schema.Number,
+  conversion_errors: Counts
 })
 export type Stats = typeof Stats.Type
 
@@ -93,6 +123,12 @@ export type Stats = typeof Stats.Type
 export interface SandboxClient {
   readonly events: () => Effect.Effect<ReadonlyArray<StoredEvent>, never, HttpClient.HttpClient>
   readonly stats: () => Effect.Effect<Stats, never, HttpClient.HttpClient>
+  /** Stored click conversions (Google Ads API mode). */
+  readonly conversions: () => Effect.Effect<ReadonlyArray<StoredConversion>, never, HttpClient.HttpClient>
+  /** Registers when clicks happened (click id → epoch ms), enabling the click-age checks for them. */
+  readonly registerClicks: (
+    clicks: Readonly<Record<string, number>>
+  ) => Effect.Effect<void, never, HttpClient.HttpClient>
   /** Forgets events, tokens, statuses, stats and faults. */
   readonly reset: () => Effect.Effect<void, never, HttpClient.HttpClient>
   readonly setFaults: (faults: Faults) => Effect.Effect<void, never, HttpClient.HttpClient>
@@ -111,6 +147,8 @@ export interface Sandbox extends Destination.SandboxHandle {
   readonly tokenUrl: string
   /** The first accepted OAuth client. */
   readonly credentials: OAuthClient
+  /** The developer token the Google Ads API endpoint accepts. */
+  readonly developerToken: string
   readonly client: SandboxClient
 }
 
@@ -135,6 +173,13 @@ export const makeClient = (url: string): SandboxClient => {
       ),
     stats: () =>
       run(HttpClientRequest.get(`${url}/__sandbox/stats`), Stats).pipe(Effect.withSpan("GoogleAdsSandbox.stats")),
+    conversions: () =>
+      run(
+        HttpClientRequest.get(`${url}/__sandbox/conversions`),
+        Schema.Struct({ conversions: Schema.Array(StoredConversion) })
+      ).pipe(Effect.map((r) => r.conversions), Effect.withSpan("GoogleAdsSandbox.conversions")),
+    registerClicks: (clicks) =>
+      post("/__sandbox/clicks", clicks).pipe(Effect.withSpan("GoogleAdsSandbox.registerClicks")),
     reset: () =>
       run(HttpClientRequest.del(`${url}/__sandbox/events`), Schema.Unknown).pipe(
         Effect.asVoid,
@@ -150,6 +195,9 @@ export const makeClient = (url: string): SandboxClient => {
     expireTokens: () => post("/__sandbox/expire-tokens", {}).pipe(Effect.withSpan("GoogleAdsSandbox.expireTokens"))
   }
 }
+
+const headerOf = (h: string | ReadonlyArray<string> | undefined): string | undefined =>
+  typeof h === "string" ? h : h?.[0]
 
 const listen = (server: Http.Server, port: number) =>
   Effect.async<number>((resume) => {
@@ -180,6 +228,8 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
     if (options.tokenTtlSeconds !== undefined) config.tokenTtlSeconds = options.tokenTtlSeconds
     if (options.processingPolls !== undefined) config.processingPolls = options.processingPolls
     if (options.rateLimitPerMinute !== undefined) config.rateLimitPerMinute = options.rateLimitPerMinute
+    if (options.developerToken !== undefined) config.developerToken = options.developerToken
+    if (options.notAllowlisted !== undefined) config.notAllowlisted = options.notAllowlisted
     const emulator = new Emulator(config)
     const timers = new Set<ReturnType<typeof setTimeout>>()
     const server = Http.createServer((req, res) => {
@@ -196,6 +246,8 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
           path: req.url ?? "/",
           contentType: req.headers["content-type"],
           authorization: req.headers["authorization"],
+          developerToken: headerOf(req.headers["developer-token"]),
+          loginCustomerId: headerOf(req.headers["login-customer-id"]),
           body: Buffer.concat(chunks),
           now: Date.now()
         })
@@ -225,6 +277,7 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
       apiBase: url,
       tokenUrl: `${url}/token`,
       credentials,
+      developerToken: emulator.config.developerToken,
       env: {
         GOOGLE_ADS_CLIENT_ID: credentials.clientId,
         GOOGLE_ADS_CLIENT_SECRET: credentials.clientSecret,
@@ -233,6 +286,10 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
         GOOGLE_ADS_API_BASE: url,
         GOOGLE_ADS_TOKEN_URL: `${url}/token`,
         GOOGLE_ADS_VALIDATE_ONLY: "false",
+        // Used only when GOOGLE_ADS_MODE=ads_api (the Google Ads API mode).
+        GOOGLE_ADS_CUSTOMER_ID: SANDBOX_CUSTOMER_ID,
+        GOOGLE_ADS_DEVELOPER_TOKEN: emulator.config.developerToken,
+        GOOGLE_ADS_ADS_API_BASE: url,
         GOOGLE_ADS_CONVERSION_ACTIONS: Object.entries(SANDBOX_CONVERSION_ACTIONS).map(([k, v]) => `${k}=${v}`).join(",")
       },
       client: makeClient(url)

@@ -187,6 +187,9 @@ describe("GoogleAdsSandbox", () => {
         GOOGLE_ADS_API_BASE: sb.url,
         GOOGLE_ADS_TOKEN_URL: `${sb.url}/token`,
         GOOGLE_ADS_VALIDATE_ONLY: "false",
+        GOOGLE_ADS_CUSTOMER_ID: "1234567890",
+        GOOGLE_ADS_DEVELOPER_TOKEN: "sandbox-google-developer-token",
+        GOOGLE_ADS_ADS_API_BASE: sb.url,
         GOOGLE_ADS_CONVERSION_ACTIONS: "purchase=7000000001,sign_up=7000000002,start_trial=7000000003," +
           "qualified_lead=7000000004,subscription_renewed=7000000005"
       })

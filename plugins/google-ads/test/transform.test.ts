@@ -490,7 +490,7 @@ describe("GoogleAds.transform", () => {
       deliveryEvent({ identity: { emails, phones: ["+18005550100"] } }),
       settings()
     ))
-    const ids = p.event.userData?.userIdentifiers ?? []
+    const ids = p.event?.userData?.userIdentifiers ?? []
     assert.strictEqual(ids.length, 10)
     assert.deepStrictEqual(ids[0], { emailAddress: SHA["user0@example.com"] })
     assert.deepStrictEqual(ids[9], { emailAddress: SHA["user9@example.com"] })
@@ -506,7 +506,7 @@ describe("GoogleAds.transform", () => {
     ))
     const text = JSON.stringify(p)
     for (const raw of ["Jane", "jane", "Doe", "doe@", "8005550100"]) assert.notInclude(text, raw)
-    const ids = p.event.userData?.userIdentifiers ?? []
+    const ids = p.event?.userData?.userIdentifiers ?? []
     assert.strictEqual(ids.length, 3)
     for (const id of ids) {
       const values = "address" in id ? [id.address.givenName, id.address.familyName] : Object.values(id)

@@ -2,8 +2,10 @@
  * Google's OAuth token endpoint and the Data Manager API's event ingestion (`POST /v1/events:ingest`,
  * `GET /v1/requestStatus:retrieve`), emulated in memory as Google documents them: bearer tokens with an expiry,
  * fail-fast validation answered with google.rpc `BadRequest` field violations, limits, the per-minute quota,
- * `transactionId` dedup and adjustments, asynchronous request status. Transport-free (the sandbox wraps it in
- * `node:http`) and written independently of the plugin, so a plugin bug is not mirrored here.
+ * `transactionId` dedup and adjustments, asynchronous request status. Also the Google Ads API's
+ * `POST /v{N}/customers/{id}:uploadClickConversions` (developer token, partial failure rows, order id and click
+ * dedup, click-age checks, the "not allowlisted" refusal). Transport-free (the sandbox wraps it in `node:http`) and
+ * written independently of the plugin, so a plugin bug is not mirrored here.
  */
 import { randomBytes, randomUUID } from "node:crypto"
 
@@ -45,6 +47,25 @@ export interface Stats {
   readonly validate_only_requests: number
   /** Reason → events (or requests) refused for it. */
   readonly rejected: Record<string, number>
+  /** Google Ads API: uploadClickConversions requests, answers by status, conversions received / stored. */
+  readonly upload_requests: number
+  readonly upload_responses: Record<string, number>
+  readonly conversions_received: number
+  readonly conversions_stored: number
+  /** Error code (`ORDER_ID_ALREADY_IN_USE`, `DEVELOPER_TOKEN_INVALID`…) → rows (or requests) answered with it. */
+  readonly conversion_errors: Record<string, number>
+}
+
+/** A click conversion stored by the emulator (Google Ads API), in arrival order. */
+export interface StoredConversion {
+  readonly seq: number
+  readonly received_at: number
+  readonly customer_id: string
+  readonly login_customer_id: string | null
+  readonly api_version: string
+  readonly job_id: string
+  /** The `ClickConversion` exactly as received. */
+  readonly conversion: Record<string, unknown>
 }
 
 /** Fault injection (`POST /__sandbox/faults`). */
@@ -77,6 +98,14 @@ export interface EmulatorConfig {
   readonly rateLimitPerMinute: number
   /** Events per request (Google: 2000). */
   readonly maxEventsPerRequest: number
+  /** Google Ads API: the developer token accepted in the `developer-token` header. */
+  readonly developerToken: string
+  /** Google Ads API: answer every upload `CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE` (403), as for new adopters. */
+  readonly notAllowlisted: boolean
+  /** Google Ads API: a registered click younger than this is `TOO_RECENT_EVENT` (Google: 6 h). */
+  readonly minClickAgeHours: number
+  /** Google Ads API: conversions per upload (Google: 2000). */
+  readonly maxConversionsPerUpload: number
 }
 
 export const defaultConfig: EmulatorConfig = {
@@ -88,7 +117,11 @@ export const defaultConfig: EmulatorConfig = {
   tokenTtlSeconds: 3599,
   processingPolls: 1,
   rateLimitPerMinute: 300,
-  maxEventsPerRequest: 2000
+  maxEventsPerRequest: 2000,
+  developerToken: "sandbox-google-developer-token",
+  notAllowlisted: false,
+  minClickAgeHours: 6,
+  maxConversionsPerUpload: 2000
 }
 
 export interface Request {
@@ -97,6 +130,9 @@ export interface Request {
   readonly path: string
   readonly contentType: string | undefined
   readonly authorization: string | undefined
+  /** Google Ads API headers. */
+  readonly developerToken?: string | undefined
+  readonly loginCustomerId?: string | undefined
   readonly body: Uint8Array
   readonly now: number
 }
@@ -167,6 +203,17 @@ const isHashed = (v: unknown, encoding: string): boolean => {
   return HEX_SHA256.test(v)
 }
 
+/** One `GoogleAdsError` as the REST API returns it. */
+interface AdsRowError {
+  readonly errorCode: Record<string, string>
+  readonly message: string
+  readonly trigger?: { readonly stringValue: string }
+  readonly location?: {
+    readonly fieldPathElements: ReadonlyArray<{ readonly fieldName: string; readonly index?: number }>
+  }
+  readonly details?: unknown
+}
+
 interface TrackedRequest {
   polls: number
   readonly destinations: ReadonlyArray<unknown>
@@ -184,6 +231,14 @@ export class Emulator {
   private requests = new Map<string, TrackedRequest>()
   private recent: Array<number> = []
   private seq = 0
+  private conversions: Array<StoredConversion> = []
+  /** `customer|conversionAction|orderId` → stored. */
+  private orderIds = new Set<string>()
+  /** `customer|conversionAction|click id|conversionDateTime` → stored. */
+  private clickKeys = new Set<string>()
+  /** Click id → when the click happened (registered through `POST /__sandbox/clicks`). */
+  private clicks = new Map<string, number>()
+  private jobSeq = 0
   private faults:
     | { status: number; remaining: number; skip: number; retryAfter?: number | string; body?: unknown }
     | undefined
@@ -211,7 +266,12 @@ export class Emulator {
       duplicates: 0,
       adjustments: 0,
       validate_only_requests: 0,
-      rejected: {} as Record<string, number>
+      rejected: {} as Record<string, number>,
+      upload_requests: 0,
+      upload_responses: {} as Record<string, number>,
+      conversions_received: 0,
+      conversions_stored: 0,
+      conversion_errors: {} as Record<string, number>
     }
   }
 
@@ -223,6 +283,11 @@ export class Emulator {
     this.requests.clear()
     this.recent = []
     this.seq = 0
+    this.conversions = []
+    this.orderIds.clear()
+    this.clickKeys.clear()
+    this.clicks.clear()
+    this.jobSeq = 0
     this.faults = undefined
     this.statusFault = undefined
     this.down = undefined
@@ -244,6 +309,13 @@ export class Emulator {
       if (req.method !== "POST") return { reply: rpcError(404, "Method not found."), delayMs: 0 }
       const reply = this.ingest(req)
       this.stats.responses[String(reply.status)] = (this.stats.responses[String(reply.status)] ?? 0) + 1
+      return { reply, delayMs: this.delayMs }
+    }
+    const upload = /^\/(v\d+)\/customers\/([^/:]+):uploadClickConversions$/.exec(path)
+    if (upload !== null) {
+      if (req.method !== "POST") return { reply: rpcError(404, "Method not found."), delayMs: 0 }
+      const reply = this.uploadClickConversions(req, upload[1]!, upload[2]!)
+      this.stats.upload_responses[String(reply.status)] = (this.stats.upload_responses[String(reply.status)] ?? 0) + 1
       return { reply, delayMs: this.delayMs }
     }
     if (path === "/v1/requestStatus:retrieve") {
@@ -577,6 +649,353 @@ export class Emulator {
     return out
   }
 
+  // -------------------------------------------------------------------------------------------------------------
+  // Google Ads API: ConversionUploadService.UploadClickConversions
+
+  private countError(code: string, n = 1) {
+    this.stats.conversion_errors[code] = (this.stats.conversion_errors[code] ?? 0) + n
+  }
+
+  /** A request-level Google Ads API error: google.rpc Status with one `GoogleAdsFailure`. */
+  private adsError(
+    version: string,
+    code: number,
+    message: string,
+    errors: ReadonlyArray<AdsRowError>,
+    headers: Record<string, string> = {}
+  ): Reply {
+    for (const e of errors) this.countError(Object.values(e.errorCode)[0] ?? "UNKNOWN")
+    return json(code, {
+      error: {
+        code,
+        message,
+        status: RPC_CODES[code] ?? "UNKNOWN",
+        details: [{
+          "@type": `type.googleapis.com/google.ads.googleads.${version}.errors.GoogleAdsFailure`,
+          errors,
+          requestId: randomBytes(11).toString("base64url")
+        }]
+      }
+    }, headers)
+  }
+
+  private uploadClickConversions(req: Request, version: string, customerId: string): Reply {
+    this.stats.upload_requests += 1
+    const parsed = this.parse(req.body)
+    const conversions = isObject(parsed) && Array.isArray(parsed.conversions) ? parsed.conversions : []
+    this.stats.conversions_received += conversions.length
+    const m = /^Bearer\s+(\S+)$/i.exec(req.authorization ?? "")
+    const expiresAt = m === null ? undefined : this.tokens.get(m[1]!)
+    if (expiresAt === undefined || req.now >= expiresAt) {
+      return this.adsError(version, 401, UNAUTHENTICATED_MESSAGE, [{
+        errorCode: { authenticationError: expiresAt === undefined ? "OAUTH_TOKEN_INVALID" : "OAUTH_TOKEN_EXPIRED" },
+        message: "Oauth token is invalid or expired."
+      }])
+    }
+    const developerToken = (req.developerToken ?? "").trim()
+    if (developerToken === "") {
+      return this.adsError(version, 401, "Request is missing required authentication credential.", [{
+        errorCode: { authenticationError: "DEVELOPER_TOKEN_PARAMETER_MISSING" },
+        message: "The developer token is missing."
+      }])
+    }
+    if (developerToken !== this.config.developerToken) {
+      // Google echoes the offending value back: clients must not log it.
+      return this.adsError(version, 401, "The developer token is not valid.", [{
+        errorCode: { authenticationError: "DEVELOPER_TOKEN_INVALID" },
+        message: `The developer token is not valid: ${developerToken}`,
+        trigger: { stringValue: developerToken }
+      }])
+    }
+    if (!/^\d{10}$/.test(customerId)) {
+      return this.adsError(version, 400, "Request contains an invalid argument.", [{
+        errorCode: { requestError: "INVALID_CUSTOMER_ID" },
+        message: `Invalid customer ID '${customerId}'.`
+      }])
+    }
+    const login = req.loginCustomerId?.trim()
+    if (login !== undefined && login !== "" && !/^\d{10}$/.test(login)) {
+      return this.adsError(version, 403, "The caller does not have permission", [{
+        errorCode: { authorizationError: "USER_PERMISSION_DENIED" },
+        message: "User doesn't have permission to access customer. Note: If you're accessing a client customer, " +
+          "the manager's customer id must be set in the 'login-customer-id' header."
+      }])
+    }
+    if (this.config.notAllowlisted) {
+      return this.adsError(version, 403, "The caller does not have permission", [{
+        errorCode: { notAllowlistedError: "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE" },
+        message: "Customer is not allowlisted for accessing this feature."
+      }])
+    }
+    if (this.down !== undefined) {
+      return rpcError(503, "The service is currently unavailable.", [], this.retryAfterHeader(this.down.retryAfter))
+    }
+    if (this.config.rateLimitPerMinute > 0) {
+      this.recent = this.recent.filter((t) => req.now - t < 60_000)
+      if (this.recent.length >= this.config.rateLimitPerMinute) {
+        const waitS = Math.max(1, Math.ceil((this.recent[0]! + 60_000 - req.now) / 1000))
+        return this.adsError(version, 429, "Resource has been exhausted (e.g. check quota).", [{
+          errorCode: { quotaError: "RESOURCE_EXHAUSTED" },
+          message: "Too many requests. Retry in " + waitS + " seconds.",
+          details: { quotaErrorDetails: { rateScope: "DEVELOPER", rateName: "Requests", retryDelay: `${waitS}s` } }
+        }], { "retry-after": String(waitS) })
+      }
+      this.recent.push(req.now)
+    }
+    const fault = this.takeFault()
+    if (fault !== undefined) {
+      if (fault.body !== undefined) return json(fault.status, fault.body, this.retryAfterHeader(fault.retryAfter))
+      return rpcError(fault.status, "Injected fault.", [], this.retryAfterHeader(fault.retryAfter))
+    }
+    if (!isObject(parsed)) {
+      return this.adsError(version, 400, "Invalid JSON payload received.", [{
+        errorCode: { requestError: "INVALID_INPUT" },
+        message: "The request body is not a JSON object."
+      }])
+    }
+    if (parsed.partialFailure !== true) {
+      return this.adsError(version, 400, "Request contains an invalid argument.", [{
+        errorCode: { requestError: "INVALID_INPUT" },
+        message: "Partial failure mode is required for conversion uploads: set partial_failure to true.",
+        location: { fieldPathElements: [{ fieldName: "partial_failure" }] }
+      }])
+    }
+    if (conversions.length === 0) {
+      return this.adsError(version, 400, "Request contains an invalid argument.", [{
+        errorCode: { fieldError: "REQUIRED" },
+        message: "The required field was not present.",
+        location: { fieldPathElements: [{ fieldName: "conversions" }] }
+      }])
+    }
+    if (conversions.length > this.config.maxConversionsPerUpload) {
+      return this.adsError(version, 400, "Request contains an invalid argument.", [{
+        errorCode: { conversionUploadError: "TOO_MANY_CONVERSIONS_IN_REQUEST" },
+        message: `Upload fewer than ${this.config.maxConversionsPerUpload + 1} events in a single request.`,
+        location: { fieldPathElements: [{ fieldName: "conversions" }] }
+      }])
+    }
+    const validateOnly = parsed.validateOnly === true
+    const jobId = String(++this.jobSeq + 2 ** 31)
+    const rowErrors: Array<AdsRowError> = []
+    const results: Array<Record<string, unknown>> = []
+    const orderIdsInRequest = new Set<string>()
+    conversions.forEach((raw: unknown, i) => {
+      const errors = this.validateConversion(raw, i, customerId, req.now, orderIdsInRequest)
+      if (errors.length > 0) {
+        rowErrors.push(...errors)
+        results.push({})
+        return
+      }
+      const c = raw as Record<string, unknown>
+      const click = (["gclid", "gbraid", "wbraid"] as const).find((k) => typeof c[k] === "string" && c[k] !== "")
+      if (!validateOnly) {
+        if (typeof c.orderId === "string" && c.orderId !== "") {
+          this.orderIds.add(`${customerId}|${String(c.conversionAction)}|${c.orderId}`)
+        }
+        if (click !== undefined) {
+          this.clickKeys.add(
+            `${customerId}|${String(c.conversionAction)}|${String(c[click])}|${String(c.conversionDateTime)}`
+          )
+        }
+        this.conversions.push({
+          seq: ++this.seq,
+          received_at: req.now,
+          customer_id: customerId,
+          login_customer_id: login !== undefined && login !== "" ? login : null,
+          api_version: version,
+          job_id: jobId,
+          conversion: c
+        })
+        this.stats.conversions_stored += 1
+      }
+      results.push({
+        ...(click !== undefined ? { [click]: c[click] } : {}),
+        conversionAction: c.conversionAction,
+        conversionDateTime: c.conversionDateTime
+      })
+    })
+    for (const e of rowErrors) this.countError(Object.values(e.errorCode)[0] ?? "UNKNOWN")
+    if (validateOnly) this.stats.validate_only_requests += 1
+    return json(200, {
+      ...(rowErrors.length > 0
+        ? {
+          partialFailureError: {
+            code: 3,
+            message: rowErrors.map((e) => e.message).join(", "),
+            details: [{
+              "@type": `type.googleapis.com/google.ads.googleads.${version}.errors.GoogleAdsFailure`,
+              errors: rowErrors,
+              requestId: randomBytes(11).toString("base64url")
+            }]
+          }
+        }
+        : {}),
+      ...(validateOnly ? {} : { results }),
+      jobId
+    })
+  }
+
+  /** The row errors of one `ClickConversion` (empty: valid). */
+  private validateConversion(
+    raw: unknown,
+    i: number,
+    customerId: string,
+    now: number,
+    orderIdsInRequest: Set<string>
+  ): ReadonlyArray<AdsRowError> {
+    const out: Array<AdsRowError> = []
+    const add = (kind: string, code: string, message: string, field?: string, index?: number) =>
+      out.push({
+        errorCode: { [kind]: code },
+        message,
+        location: {
+          fieldPathElements: [
+            { fieldName: "conversions", index: i },
+            ...(field !== undefined ? [{ fieldName: field, ...(index !== undefined ? { index } : {}) }] : [])
+          ]
+        }
+      })
+    if (!isObject(raw)) {
+      add("requestError", "INVALID_INPUT", "A conversion must be an object.")
+      return out
+    }
+    const c = raw
+    const present = (["gclid", "gbraid", "wbraid"] as const).filter((k) => c[k] !== undefined)
+    const ids = Array.isArray(c.userIdentifiers) ? c.userIdentifiers : undefined
+    if (present.includes("gbraid") && present.includes("wbraid")) {
+      add("conversionUploadError", "GBRAID_WBRAID_BOTH_SET", "Both gbraid and wbraid are set; set only one.", "wbraid")
+    } else if (present.length > 1) {
+      add("fieldError", "VALUE_MUST_BE_UNSET", "Set only one of gclid, gbraid and wbraid.", present[1]!)
+    } else if (present.length === 0 && (ids === undefined || ids.length === 0)) {
+      add("fieldError", "REQUIRED", "A click id (gclid, gbraid or wbraid) or user identifiers are required.", "gclid")
+    }
+    for (const k of present) {
+      if (typeof c[k] !== "string" || !/^[A-Za-z0-9_-]+$/.test(c[k])) {
+        add("conversionUploadError", `UNPARSEABLE_${k.toUpperCase()}`, `The imported ${k} could not be decoded.`, k)
+      }
+    }
+    const action = typeof c.conversionAction === "string" ? c.conversionAction : ""
+    const am = /^customers\/(\d+)\/conversionActions\/(\d+)$/.exec(action)
+    if (am === null) {
+      add(
+        "fieldError",
+        c.conversionAction === undefined ? "REQUIRED" : "INVALID_VALUE",
+        "The conversion action must be a resource name customers/{customer_id}/conversionActions/{id}.",
+        "conversion_action"
+      )
+    } else if (am[1] !== customerId) {
+      add(
+        "conversionUploadError",
+        "NO_CONVERSION_ACTION_FOUND",
+        "The conversion action belongs to another customer.",
+        "conversion_action"
+      )
+    }
+    const dt = c.conversionDateTime
+    const dm = typeof dt === "string"
+      ? /^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?)([+-]\d{2}:\d{2})$/.exec(dt)
+      : null
+    const at = dm === null ? NaN : Date.parse(`${dm[1]}T${dm[2]}${dm[3]}`)
+    if (Number.isNaN(at)) {
+      add(
+        "dateError",
+        "INVALID_FIELD_VALUES_IN_DATE_TIME",
+        "conversion_date_time must be yyyy-mm-dd hh:mm:ss+|-hh:mm (the timezone offset is required).",
+        "conversion_date_time"
+      )
+    }
+    if (c.conversionValue !== undefined) {
+      if (typeof c.conversionValue !== "number" || !Number.isFinite(c.conversionValue) || c.conversionValue < 0) {
+        add("fieldError", "INVALID_VALUE", "The conversion value must be a non-negative number.", "conversion_value")
+      }
+    }
+    if (c.currencyCode !== undefined && (typeof c.currencyCode !== "string" || !CURRENCIES.has(c.currencyCode))) {
+      add("currencyCodeError", "UNSUPPORTED", "The currency code is not supported.", "currency_code")
+    }
+    if (ids !== undefined) {
+      if (ids.length > 5) {
+        add("collectionSizeError", "TOO_MANY", "Too many user identifiers (at most 5).", "user_identifiers")
+      } else {
+        ids.forEach((u: unknown, j) => {
+          const id = isObject(u) ? u : {}
+          const kinds = ["hashedEmail", "hashedPhoneNumber"].filter((k) => id[k] !== undefined)
+          const others = Object.keys(id).filter((k) => k !== "userIdentifierSource" && !kinds.includes(k))
+          if (kinds.length !== 1 || others.length > 0 || !HEX_SHA256.test(String(id[kinds[0]!]))) {
+            add(
+              "conversionUploadError",
+              "INVALID_USER_IDENTIFIER",
+              "A user identifier must set exactly one of hashed_email and hashed_phone_number, SHA-256 hex.",
+              "user_identifiers",
+              j
+            )
+          }
+        })
+      }
+    }
+    if (c.consent !== undefined) {
+      const consent = isObject(c.consent) ? c.consent : {}
+      for (const k of ["adUserData", "adPersonalization"]) {
+        if (consent[k] !== undefined && consent[k] !== "GRANTED" && consent[k] !== "DENIED") {
+          add("fieldError", "INVALID_VALUE", `consent.${k} must be GRANTED or DENIED.`, "consent")
+        }
+      }
+    }
+    if (out.length > 0) return out
+    // Dedup: order ids per conversion action, then the same click + conversion action + date-time.
+    if (typeof c.orderId === "string" && c.orderId !== "") {
+      const key = `${customerId}|${action}|${c.orderId}`
+      if (orderIdsInRequest.has(key)) {
+        add("conversionUploadError", "DUPLICATE_ORDER_ID", "The order ID is used twice in this request.", "order_id")
+        return out
+      }
+      orderIdsInRequest.add(key)
+      if (this.orderIds.has(key)) {
+        add(
+          "conversionUploadError",
+          "ORDER_ID_ALREADY_IN_USE",
+          "The order ID was already used for a conversion of this conversion action.",
+          "order_id"
+        )
+        return out
+      }
+    }
+    const click = present[0]
+    if (click !== undefined) {
+      const value = String(c[click])
+      if (this.clickKeys.has(`${customerId}|${action}|${value}|${String(dt)}`)) {
+        add(
+          "conversionUploadError",
+          "CLICK_CONVERSION_ALREADY_EXISTS",
+          "The imported event has the same click and conversion_date_time as an existing conversion.",
+          click
+        )
+        return out
+      }
+      // Click-age checks, for clicks registered through POST /__sandbox/clicks.
+      const clickAt = this.clicks.get(value)
+      if (clickAt !== undefined) {
+        if (at < clickAt) {
+          add(
+            "conversionUploadError",
+            "CONVERSION_PRECEDES_EVENT",
+            "The conversion_date_time precedes the click.",
+            "conversion_date_time"
+          )
+        } else if (at - clickAt > 90 * 86_400_000) {
+          add("conversionUploadError", "EXPIRED_EVENT", "The click occurred before the click-through window.", click)
+        } else if (now - clickAt < this.config.minClickAgeHours * 3_600_000) {
+          add(
+            "conversionUploadError",
+            "TOO_RECENT_EVENT",
+            `The click occurred less than ${this.config.minClickAgeHours} hours ago; import it later.`,
+            click
+          )
+        }
+      }
+    }
+    return out
+  }
+
   private requestStatus(req: Request, query: URLSearchParams): Reply {
     const unauthenticated = this.authenticate(req)
     if (unauthenticated !== undefined) return unauthenticated
@@ -627,6 +1046,17 @@ export class Emulator {
         return json(200, { ok: true })
       case "GET /__sandbox/stats":
         return json(200, this.stats)
+      case "GET /__sandbox/conversions":
+        return json(200, { conversions: this.conversions })
+      case "POST /__sandbox/clicks": {
+        // `{ "<click id>": <epoch ms of the click> }`: enables the click-age checks for those clicks.
+        const body = this.parse(req.body)
+        if (!isObject(body) || !Object.values(body).every((v) => typeof v === "number" && Number.isFinite(v))) {
+          return json(400, { error: "expected a JSON object of click id → epoch ms" })
+        }
+        for (const [k, v] of Object.entries(body)) this.clicks.set(k, v as number)
+        return json(200, { clicks: this.clicks.size })
+      }
       case "GET /__sandbox/faults":
         return json(200, this.faultState())
       case "DELETE /__sandbox/faults":
@@ -655,11 +1085,14 @@ export class Emulator {
           sandbox: "google-data-manager-v1",
           token: "POST /token",
           ingest: "POST /v1/events:ingest",
+          uploadClickConversions: "POST /v{N}/customers/{customerId}:uploadClickConversions",
           status: "GET /v1/requestStatus:retrieve?requestId=…",
           control: [
             "GET /__sandbox/events",
             "DELETE /__sandbox/events",
             "GET /__sandbox/stats",
+            "GET /__sandbox/conversions",
+            "POST /__sandbox/clicks",
             "POST /__sandbox/faults",
             "DELETE /__sandbox/faults",
             "POST /__sandbox/config",
@@ -714,6 +1147,14 @@ export class Emulator {
     if (positive(body.processingPolls)) next.processingPolls = Math.floor(body.processingPolls as number)
     if (positive(body.rateLimitPerMinute)) next.rateLimitPerMinute = Math.floor(body.rateLimitPerMinute as number)
     if (positive(body.maxEventsPerRequest)) next.maxEventsPerRequest = Math.floor(body.maxEventsPerRequest as number)
+    if (typeof body.developerToken === "string" && body.developerToken !== "") {
+      next.developerToken = body.developerToken
+    }
+    if (typeof body.notAllowlisted === "boolean") next.notAllowlisted = body.notAllowlisted
+    if (positive(body.minClickAgeHours)) next.minClickAgeHours = body.minClickAgeHours as number
+    if (positive(body.maxConversionsPerUpload)) {
+      next.maxConversionsPerUpload = Math.floor(body.maxConversionsPerUpload as number)
+    }
     if (
       Array.isArray(body.clients) &&
       body.clients.every((c) =>
@@ -722,7 +1163,7 @@ export class Emulator {
       )
     ) next.clients = body.clients as Array<OAuthClient>
     this.config = next
-    const { clients, ...visible } = next
+    const { clients, developerToken: _developerToken, ...visible } = next
     return json(200, { ...visible, clients: clients.length })
   }
 
