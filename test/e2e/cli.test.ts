@@ -210,7 +210,9 @@ describe("tracklayer preview", () => {
       file
     ])
     expect(unknownDest.code).toBe(2)
-    expect(unknownDest.stderr).toContain("--destination: \"nope\" is not configured; configured: amplitude, meta, google-ads, linkedin")
+    expect(unknownDest.stderr).toContain(
+      "--destination: \"nope\" is not configured; configured: amplitude, meta, google-ads, linkedin"
+    )
     const noCreds = await cli([
       "preview",
       "--destination",
@@ -234,7 +236,12 @@ describe("config modules", () => {
 
   it("loads .ts and .mjs modules and reports the field at fault", async () => {
     const ts = await load(path.join(ROOT, "tracklayer.config.ts"))
-    expect(Either.isRight(ts) && ts.right.destinations.map((d) => d.id)).toEqual(["amplitude", "meta", "google-ads", "linkedin"])
+    expect(Either.isRight(ts) && ts.right.destinations.map((d) => d.id)).toEqual([
+      "amplitude",
+      "meta",
+      "google-ads",
+      "linkedin"
+    ])
     const mjs = write(
       ".tmp-ok.config.mjs",
       `import { Vocabulary } from "@tracklayer/core"\nexport default { vocabulary: Vocabulary.canonical, destinations: [], unknownEvents: "store" }\n`

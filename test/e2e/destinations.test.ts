@@ -114,6 +114,9 @@ describe("default config in sandbox mode: Amplitude, Meta, Google, LinkedIn", ()
     const metaPurchase = meta.find((e) => e.event.event_id === "ord_1001")!.event
     expect(metaPurchase.user_data.em).toEqual([jane])
     expect(metaPurchase.custom_data).toMatchObject({ value: 129, currency: "USD", order_id: "ord_1001" })
+    // The purchase came from the server, but the person signed up on the web: it is a website conversion.
+    expect(metaPurchase.action_source).toBe("website")
+    expect(metaPurchase.event_source_url).toBe("https://app.example.com/signup")
     expect(metaPurchase.event_time).toBe(Math.floor(Date.parse((events[3] as any).timestamp) / 1000))
     const googlePurchase = google.find((e) => e.transaction_id === "ord_1001")!.event
     expect(googlePurchase.userData.userIdentifiers).toContainEqual({ emailAddress: jane })

@@ -34,6 +34,8 @@ export interface Identity {
   readonly clickIds: Readonly<Record<string, string>>
   /** Click id name → epoch ms when it was first seen (the click time, for ids that do not embed it). */
   readonly clickIdsSeenAt?: Readonly<Record<string, number>>
+  /** The latest page URL and user agent seen for the person (from this or earlier events). */
+  readonly lastContext?: { readonly pageUrl?: string; readonly userAgent?: string }
 }
 
 /** One stored event as a destination sees it. */

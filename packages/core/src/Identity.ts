@@ -327,6 +327,28 @@ export const make = Effect.gen(function*() {
        WHERE person_id = ANY(${persons}::text[]) ORDER BY last_seen_at DESC`.pipe(Effect.flatMap(openRaw))
     const users = persons.length === 0 ? [] : yield* sql<{ person_id: string; user_id: string }>`
       SELECT person_id, user_id FROM tl_people WHERE person_id = ANY(${persons}::text[])`
+    // The latest page URL and user agent of each person (reserved `$context.` traits, sealed like all traits).
+    const contextKeys = [...new Set([...rows.map((r) => r.key), ...users.map((u) => `user:${u.user_id}`)])]
+    const contextRows = contextKeys.length === 0 ?
+      [] :
+      yield* sql<{ identifier: string; key: string; value: unknown; at: Date }>`
+      SELECT identifier, key, value, at FROM tl_traits
+      WHERE identifier = ANY(${contextKeys}::text[]) AND key IN ('$context.page_url', '$context.user_agent')
+      ORDER BY at`.pipe(Effect.flatMap(vault.openTraits))
+    const lastContextOf = (person: string | null) => {
+      if (person === null) return undefined
+      const mine = new Set([
+        ...rows.filter((r) => r.person_id === person).map((r) => r.key),
+        ...users.filter((u) => u.person_id === person).map((u) => `user:${u.user_id}`)
+      ])
+      const ctx: { pageUrl?: string; userAgent?: string } = {}
+      for (const r of contextRows) {
+        if (!mine.has(r.identifier) || typeof r.value !== "string") continue
+        if (r.key === "$context.page_url") ctx.pageUrl = r.value
+        else ctx.userAgent = r.value
+      }
+      return Object.keys(ctx).length > 0 ? ctx : undefined
+    }
     const out = new Map<string, Resolved>()
     for (const e of events) {
       const person = personOf(e)
@@ -377,7 +399,8 @@ export const make = Effect.gen(function*() {
         emailSha256: ids.filter((i) => i.kind === "email").map(hashOf),
         phoneSha256: ids.filter((i) => i.kind === "phone").map(hashOf),
         clickIds,
-        clickIdsSeenAt
+        clickIdsSeenAt,
+        ...((ctx) => (ctx !== undefined ? { lastContext: ctx } : {}))(lastContextOf(person))
       }
       const keys = [...ids.map((i) => i.key), ...(userId !== undefined ? [`user:${userId}`] : [])]
       out.set(e.position, { identity, keys })
@@ -404,7 +427,7 @@ export const make = Effect.gen(function*() {
       Effect.flatMap(vault.openTraits)
     )
     const traits: Record<string, unknown> = {}
-    for (const t of traitRows) traits[t.key] = t.value
+    for (const t of traitRows) if (!t.key.startsWith("$context.")) traits[t.key] = t.value
     const choices = yield* sql<{ purpose: string; granted: boolean; at: Date; source: Consent.ChoiceSource }>`
       SELECT purpose, granted, at, source FROM tl_consent_choices WHERE identifier = ANY(${keys}::text[])`
     // The same fold as delivery's consent decisions, so both agree on ties.

@@ -68,7 +68,12 @@ export const make = Effect.gen(function*() {
       for (const e of events) {
         if (e.kind !== "track") continue
         const [primary] = identifiersOf(e.event)
-        for (const [key, value] of Object.entries(e.event.user_properties ?? {})) {
+        // The latest page URL and user agent are kept per person too (reserved `$context.` keys), so a
+        // destination can tell a website conversion from a server one even when the event itself has no context.
+        const context: Record<string, unknown> = {}
+        if (e.event.context?.page_url !== undefined) context["$context.page_url"] = e.event.context.page_url
+        if (e.event.context?.user_agent !== undefined) context["$context.user_agent"] = e.event.context.user_agent
+        for (const [key, value] of [...Object.entries(e.event.user_properties ?? {}), ...Object.entries(context)]) {
           if (primary === undefined || value === undefined) continue
           const id = `${primary.key}\u0000${key}`
           const prev = traits.get(id)

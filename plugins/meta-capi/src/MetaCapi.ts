@@ -309,6 +309,18 @@ const phonesOf = (event: DeliveryEvent): ReadonlyArray<string> => {
   ])
 }
 
+/**
+ * The page URL and user agent for an event: its own, else the latest seen for the person (the issue's "from this
+ * or earlier events"), so a server-side purchase after a web sign-up is still a website conversion.
+ */
+export const browserContextOf = (event: DeliveryEvent): { readonly pageUrl?: string; readonly userAgent?: string } => {
+  const ctx = event.event.context
+  const last = event.identity.lastContext
+  const pageUrl = httpUrl(str(ctx?.page_url)) ?? httpUrl(str(last?.pageUrl))
+  const userAgent = str(ctx?.user_agent) ?? str(last?.userAgent)
+  return { ...(pageUrl !== undefined ? { pageUrl } : {}), ...(userAgent !== undefined ? { userAgent } : {}) }
+}
+
 /** `user_data` for an event, keys in a fixed order. */
 export const userDataOf = (event: DeliveryEvent): MetaUserData => {
   const u = event.event.user
@@ -330,7 +342,7 @@ export const userDataOf = (event: DeliveryEvent): MetaUserData => {
     country: hash(Pii.Meta.country, u?.country),
     external_id: hash(Pii.Meta.externalId, userId),
     client_ip_address: str(ctx?.ip)?.trim(),
-    client_user_agent: str(ctx?.user_agent),
+    client_user_agent: browserContextOf(event).userAgent,
     fbc: fbcOf(event),
     fbp: ((v) => (v !== undefined && FBP.test(v) ? v : undefined))(str(event.identity.clickIds.fbp)?.trim()),
     subscription_id: str(event.event.properties?.subscription_id)
@@ -372,16 +384,14 @@ export const customDataOf = (event: DeliveryEvent): MetaCustomData | undefined =
 }
 
 /**
- * The `action_source`: the one configured for the canonical event, else `website` when the event has a page URL
- * (http/https) and a user agent, else `system_generated`.
+ * The `action_source`: the one configured for the canonical event, else `website` when a page URL (http/https) and
+ * a user agent are known for the person (from this or earlier events), else `system_generated`.
  */
 export const actionSourceOf = (event: DeliveryEvent, settings: Settings): ActionSource => {
   const configured = settings.actionSources[event.name]
   if (configured !== undefined) return configured
-  const ctx = event.event.context
-  return httpUrl(str(ctx?.page_url)) !== undefined && str(ctx?.user_agent) !== undefined
-    ? "website"
-    : "system_generated"
+  const b = browserContextOf(event)
+  return b.pageUrl !== undefined && b.userAgent !== undefined ? "website" : "system_generated"
 }
 
 /** LDU fields for an event, from the operator's regions and the person's country and state. */
@@ -418,16 +428,16 @@ export const transform = (
   if (eventName === undefined) {
     return skip("not_mapped", `"${event.name}" has no Meta event in eventMapping`)
   }
-  const ctx = event.event.context
   const actionSource = actionSourceOf(event, settings)
-  const url = httpUrl(str(ctx?.page_url))
-  if (actionSource === "website" && (url === undefined || str(ctx?.user_agent) === undefined)) {
+  const browser = browserContextOf(event)
+  const url = browser.pageUrl
+  if (actionSource === "website" && (url === undefined || browser.userAgent === undefined)) {
     // Only reachable when `website` is configured explicitly: Meta refuses website events without both, and
     // sending the event as another source would misreport where it happened (action_source must be accurate).
     return skip(
       "invalid",
       `action_source website needs context.page_url (http/https) and context.user_agent; ${event.name} lacks ${
-        [url === undefined ? "page_url" : [], str(ctx?.user_agent) === undefined ? "user_agent" : []].flat().join(
+        [url === undefined ? "page_url" : [], browser.userAgent === undefined ? "user_agent" : []].flat().join(
           " and "
         )
       }`
