@@ -4,7 +4,7 @@
  */
 import { Database, type Destination, TrackLayerConfig, Vault } from "@tracklayer/core"
 import { Keys, Server } from "@tracklayer/server"
-import { Config, ConfigProvider, Console, Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Config, ConfigProvider, Console, Effect, Layer, Option, Redacted } from "effect"
 import * as LocalState from "./LocalState.js"
 
 /** Listening address from flags and environment. */
@@ -29,13 +29,6 @@ export const serve = (options: {
 }) =>
   Effect.gen(function*() {
     const listen = yield* ListenConfig(options.port)
-    const retention = Object.entries(options.config.retention)
-    if (retention.length > 0) {
-      yield* Effect.logWarning(
-        `retention is configured (${retention.map(([k, d]) => `${k}: ${Duration.format(d)}`).join(", ")}) but not ` +
-          "enforced yet: no purge job runs, nothing is deleted (docs/privacy.md#retention)"
-      )
-    }
     if (!options.sandbox) {
       // Checked before anything else: without it no personal data could be stored (docs/privacy.md).
       const masterKey = yield* Vault.masterKeyFromConfig

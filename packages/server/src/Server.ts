@@ -13,6 +13,7 @@ import {
   Identity,
   Ingest,
   Projector,
+  Retention,
   TrackLayerConfig,
   Vault
 } from "@tracklayer/core"
@@ -43,7 +44,7 @@ export const pipeline = <E, R>(
   )
   // The projector folds the log into identity and consent state; delivery reads only what it has folded.
   const projected = Projector.layer.pipe(Layer.provideMerge(base), Layer.provide(configLayer))
-  const services = Layer.mergeAll(Ingest.layer, Delivery.layer, Erasure.layer).pipe(
+  const services = Layer.mergeAll(Ingest.layer, Delivery.layer, Erasure.layer, Retention.layer).pipe(
     Layer.provideMerge(projected),
     Layer.provide(NodeHttpClient.layerUndici),
     Layer.provide(configLayer)
