@@ -25,6 +25,10 @@ const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
     child.stdout.on("data", (d) => (stdout += d))
     child.stderr.on("data", (d) => (stderr += d))
     const timer = setTimeout(() => child.kill("SIGKILL"), 60_000)
+    child.on("error", (e) => {
+      clearTimeout(timer)
+      resolve({ code: null, stdout, stderr: `${stderr}spawn failed: ${e.message}` })
+    })
     child.on("close", (code) => {
       clearTimeout(timer)
       resolve({ code, stdout, stderr })
@@ -38,7 +42,6 @@ describe("tracklayer CLI", () => {
   }, 60_000)
   afterAll(async () => {
     await h?.close()
-    fs.rmSync(tmp, { recursive: true, force: true })
   })
 
   it("send posts the fixture with --rebase-time and prints a summary; a second send finds duplicates", async () => {
@@ -270,4 +273,8 @@ describe("config modules", () => {
       for (const f of [mjs, badTs, mismatch]) fs.rmSync(f, { force: true })
     }
   }, 60_000)
+})
+
+afterAll(() => {
+  fs.rmSync(tmp, { recursive: true, force: true })
 })
