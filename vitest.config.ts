@@ -9,6 +9,10 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: "forks",
+    // On PostgreSQL the test files share one cluster, and delivery reads only below the oldest running transaction
+    // of the whole cluster (docs/operations.md): files running side by side can hold each other's delivery back
+    // long enough to time a test out. They run one after another there; PGlite stores are private to each file.
+    fileParallelism: process.env["DATABASE_URL"] === undefined || process.env["DATABASE_URL"] === "",
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     reporters: ["default"]
   }

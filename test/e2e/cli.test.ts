@@ -77,7 +77,7 @@ describe("tracklayer CLI", () => {
       reason: "duplicate: duplicate of evt_0004"
     })
     const missing = await cli(["explain", "nope_1", "--url", h.url, "--key", ADMIN_KEY])
-    expect(missing.code).toBe(2)
+    expect(missing.code).toBe(1)
     expect(missing.stderr).toContain("gateway answered 404: no event with event_id \"nope_1\"")
     const wrongKey = await cli(["explain", "evt_0004", "--url", h.url, "--key", WRITE_KEY])
     expect(wrongKey.stderr).toContain("gateway answered 401: unknown admin key")
@@ -121,7 +121,7 @@ describe("tracklayer CLI", () => {
       "--key",
       WRITE_KEY
     ])
-    expect(batch.code).toBe(1)
+    expect(batch.code).toBe(2)
     expect(batch.stderr).toContain("--batch-size must be between 1 and 500")
     const port = await cli(["serve", "--port", "70000", "--config", path.join(ROOT, "tracklayer.config.ts")])
     expect(port.code).toBe(2)

@@ -180,6 +180,25 @@ describe("gateway end to end", () => {
       "\"signup\" is not in the vocabulary; allowed: purchase, qualified_lead, refund, sign_up, start_trial, subscription_renewed, view_pricing"
     )
     expect(r[6].errors[0].path).toBe("properties.value")
+    // Values the store cannot hold reject only their event, not the batch (a NUL, a lone surrogate, deep nesting).
+    // (The deep one is written as text: even JSON.stringify overflows on 5,000 levels.)
+    const deep = `{"a":`.repeat(5000) + "{}" + "}".repeat(5000)
+    const events = [
+      { ...good, event_id: "poison_ok" },
+      { ...good, event_id: "poison_nul", properties: { method: "a\u0000b" } },
+      { ...good, event_id: "poison_surrogate", properties: { method: "a\ud800b" } },
+      { ...good, event_id: "poison_deep", properties: "DEEP" }
+    ]
+    const poison = await h.post(undefined, { raw: JSON.stringify({ events }).replace("\"DEEP\"", deep) })
+    expect(poison.status).toBe(200)
+    expect(poison.json.results.map((x: any) => [x.event_id, x.status, x.errors?.[0]?.message])).toEqual([
+      ["poison_ok", "accepted", undefined],
+      ["poison_nul", "rejected", "contains a NUL character or an unpaired UTF-16 surrogate"],
+      ["poison_surrogate", "rejected", "contains a NUL character or an unpaired UTF-16 surrogate"],
+      ["poison_deep", "rejected", "is nested deeper than 32 levels"]
+    ])
+    expect(poison.json.results[1].errors[0].path).toBe("properties.method")
+    expect((await h.explain("poison_ok")).status).toBe(200)
     for (
       const id of [
         "bad_unknown_field",
@@ -189,7 +208,9 @@ describe("gateway end to end", () => {
         "bad_name",
         "bad_value",
         "many_0",
-        "big_1"
+        "big_1",
+        "poison_nul",
+        "poison_deep"
       ]
     ) {
       expect((await h.explain(id)).status).toBe(404)

@@ -104,6 +104,12 @@ const send = Command.make(
   },
   (o) =>
     Effect.gen(function*() {
+      if (o.batchSize < 1 || o.batchSize > 500) {
+        return yield* new UsageError({ message: `--batch-size must be between 1 and 500, got ${o.batchSize}` })
+      }
+      if (o.concurrency < 1 || o.concurrency > 64) {
+        return yield* new UsageError({ message: `--concurrency must be between 1 and 64, got ${o.concurrency}` })
+      }
       const url = yield* gatewayUrl(o.url)
       const key = yield* apiKey(o.key, "write")
       const tty = process.stderr.isTTY === true
@@ -188,14 +194,14 @@ const explain = Command.make(
           })
           return { status: r.status, body: await r.text() }
         },
-        catch: (e) => new UsageError({ message: `--url: cannot reach ${url}: ${(e as Error).message}` })
+        catch: (e) => new Send.SendError({ message: `cannot reach ${url}: ${(e as Error).message}` })
       })
       if (res.status !== 200) {
         let message = res.body.slice(0, 300)
         try {
           message = (JSON.parse(res.body) as { error: { message: string } }).error.message
         } catch { /* raw */ }
-        return yield* new UsageError({ message: `gateway answered ${res.status}: ${message}` })
+        return yield* new Send.SendError({ message: `gateway answered ${res.status}: ${message}` })
       }
       const x = JSON.parse(res.body) as Explain.Explanation
       yield* Console.log(o.json ? JSON.stringify(x, null, 2) : renderExplain(x))
@@ -257,7 +263,7 @@ const preview = Command.make(
           ConfigProvider.orElse(() => ConfigProvider.fromEnv())
         )
       }
-      const [destination] = yield* Delivery.resolveDestinations({ ...resolved, destinations: [instance] }).pipe(
+      const [destination] = yield* Delivery.resolveDestinations(resolved, o.destination).pipe(
         Effect.withConfigProvider(provider),
         Effect.mapError((e) =>
           new UsageError({
@@ -276,6 +282,8 @@ const preview = Command.make(
         else if (r.status === "dropped") yield* Console.log(`${head} dropped — ${r.reason}`)
         else yield* Console.log(`${head} rejected — ${r.errors.map((e) => `${e.path}: ${e.message}`).join("; ")}`)
       }
+      const rejected = results.filter((r) => r.status === "rejected").length
+      if (rejected > 0) return yield* new Send.SendError({ message: `${rejected} event(s) rejected` })
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("print the exact payload a destination would receive for each event, without sending"))
 

@@ -217,10 +217,60 @@ const parseTimestamp = (t: string | number): number => {
 }
 
 /** Validates and normalises one wire event. `now` bounds future timestamps. */
+/** Deepest nesting accepted inside an event (objects and arrays). */
+export const MAX_DEPTH = 32
+/** Longest string value accepted anywhere in an event. */
+export const MAX_STRING_LENGTH = 8192
+
+/**
+ * Values PostgreSQL cannot store or that no producer means: a NUL character or a lone UTF-16 surrogate in any
+ * string or key, nesting deeper than MAX_DEPTH, or a string longer than MAX_STRING_LENGTH. Walks iteratively, so
+ * even absurdly deep input cannot overflow the stack. Returns the first problem's path.
+ */
+export const checkValues = (input: unknown): FieldError | undefined => {
+  const stack: Array<{ value: unknown; path: ReadonlyArray<PropertyKey>; depth: number }> = [{
+    value: input,
+    path: [],
+    depth: 0
+  }]
+  // A NUL, or a high surrogate not followed by a low one, or a low one not preceded by a high one.
+  const bad = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+  const problem = (s: string) =>
+    bad.test(s)
+      ? "contains a NUL character or an unpaired UTF-16 surrogate"
+      : s.length > MAX_STRING_LENGTH
+      ? `is ${s.length} characters long; at most ${MAX_STRING_LENGTH} are accepted`
+      : undefined
+  while (stack.length > 0) {
+    const { depth, path, value } = stack.pop()!
+    if (typeof value === "string") {
+      const p = problem(value)
+      if (p) return { path: formatPath(path) || "(event)", message: p }
+    } else if (typeof value === "object" && value !== null) {
+      if (depth >= MAX_DEPTH) {
+        return { path: formatPath(path) || "(event)", message: `is nested deeper than ${MAX_DEPTH} levels` }
+      }
+      const entries: Array<[PropertyKey, unknown]> = Array.isArray(value)
+        ? value.map((v, i) => [i, v])
+        : Object.entries(value)
+      for (const [k, v] of entries) {
+        if (typeof k === "string") {
+          const p = problem(k)
+          if (p) return { path: formatPath([...path, k]), message: `key ${p}` }
+        }
+        stack.push({ value: v, path: [...path, k], depth: depth + 1 })
+      }
+    }
+  }
+  return undefined
+}
+
 export const decodeEvent = (
   input: unknown,
   now: number
 ): Either.Either<CanonicalEvent, ReadonlyArray<FieldError>> => {
+  const valueProblem = checkValues(input)
+  if (valueProblem) return Either.left([valueProblem])
   const decoded = decodeWire(input)
   if (Either.isLeft(decoded)) return Either.left(fieldErrors(decoded.left))
   const wire = decoded.right
@@ -285,6 +335,8 @@ export const decodeConsentUpdate = (
   purposes: ReadonlyArray<string>,
   newId: () => string
 ): Either.Either<CanonicalEvent, ReadonlyArray<FieldError>> => {
+  const valueProblem = checkValues(input)
+  if (valueProblem) return Either.left([valueProblem])
   const decoded = decodeConsentWire(input)
   if (Either.isLeft(decoded)) return Either.left(fieldErrors(decoded.left))
   const w = decoded.right

@@ -22,6 +22,7 @@ import {
 } from "./Destination.js"
 import { type Cursor, EventStore, type StoredEvent } from "./EventStore.js"
 import { IdentityGraph, type Resolved } from "./Identity.js"
+import { ERASURE_LOCK } from "./internal/locks.js"
 import { Projector } from "./Projector.js"
 import { ConfigError, type ResolvedConfig, TrackLayerConfig } from "./TrackLayerConfig.js"
 import { Vault } from "./Vault.js"
@@ -60,38 +61,44 @@ export interface ResolvedDestination {
 }
 
 /** Reads and validates each destination's settings; a bad value fails with the field it is in. */
-export const resolveDestinations = (config: ResolvedConfig) =>
-  Effect.forEach(config.destinations, (instance, i) =>
-    Effect.gen(function*() {
-      const raw = yield* instance.settings.pipe(
-        Effect.mapError((e) =>
-          new ConfigError({
-            field: `destinations[${i}] (${instance.id}).settings`,
-            // Config paths print as A.B; in the environment they are A_B.
-            detail: String(e).replace(
-              /at ([A-Za-z0-9_.]+):/g,
-              (_, p: string) => `at ${p.replaceAll(".", "_")} (environment variable):`
-            )
+export const resolveDestinations = (config: ResolvedConfig, only?: string) =>
+  Effect.forEach(
+    config.destinations.flatMap((
+      instance,
+      i
+    ) => (only === undefined || instance.id === only ? [[instance, i] as const] : [])),
+    ([instance, i]) =>
+      Effect.gen(function*() {
+        const raw = yield* instance.settings.pipe(
+          Effect.mapError((e) =>
+            new ConfigError({
+              field: `destinations[${i}] (${instance.id}).settings`,
+              // Config paths print as A.B; in the environment they are A_B.
+              detail: String(e).replace(
+                /at ([A-Za-z0-9_.]+):/g,
+                (_, p: string) => `at ${p.replaceAll(".", "_")} (environment variable):`
+              )
+            })
+          )
+        )
+        const settings = yield* Schema.decodeUnknown(instance.plugin.settings, {
+          errors: "all",
+          onExcessProperty: "error"
+        })(
+          raw
+        ).pipe(
+          Effect.mapError((e) => {
+            const issues = ParseResult.ArrayFormatter.formatErrorSync(e)
+            const first = issues[0]
+            return new ConfigError({
+              field: `destinations[${i}] (${instance.id}).settings${first ? "." + first.path.join(".") : ""}`,
+              detail: issues.map((x) => `${x.path.join(".") || "(settings)"}: ${x.message}`).join("; ")
+            })
           })
         )
-      )
-      const settings = yield* Schema.decodeUnknown(instance.plugin.settings, {
-        errors: "all",
-        onExcessProperty: "error"
-      })(
-        raw
-      ).pipe(
-        Effect.mapError((e) => {
-          const issues = ParseResult.ArrayFormatter.formatErrorSync(e)
-          const first = issues[0]
-          return new ConfigError({
-            field: `destinations[${i}] (${instance.id}).settings${first ? "." + first.path.join(".") : ""}`,
-            detail: issues.map((x) => `${x.path.join(".") || "(settings)"}: ${x.message}`).join("; ")
-          })
-        })
-      )
-      return { instance, settings } satisfies ResolvedDestination
-    }))
+        return { instance, settings } satisfies ResolvedDestination
+      })
+  )
 
 /** The identity a destination sees for an event (the event's own identifiers; the identity graph extends it). */
 export const identityOf = (e: StoredEvent): Identity => {
@@ -522,6 +529,32 @@ const runSubscription = (
         }
 
         yield* sql.withTransaction(Effect.gen(function*() {
+          // An erasure committed while this step was sending wins: its events are not queued again.
+          yield* sql`SELECT pg_advisory_xact_lock_shared(${ERASURE_LOCK})`
+          if (keep.length > 0) {
+            const waiting = new Set(keep.map((r) => r.position))
+            const erasedNow = yield* vault.erasedEvents(tracked.filter((e) => waiting.has(e.position)), identities)
+            if (erasedNow.size > 0) {
+              for (let i = keep.length - 1; i >= 0; i--) {
+                const r = keep[i]!
+                const erasure = erasedNow.get(r.position)
+                if (erasure === undefined) continue
+                keep.splice(i, 1)
+                done.push(r.position)
+                records.push({
+                  destination: id,
+                  position: r.position,
+                  event_id: r.eventId,
+                  attempt: r.attempts,
+                  outcome: "dropped",
+                  reason: `erased: the person was erased (${erasure})`,
+                  status: null,
+                  response: null,
+                  duration_ms: null
+                })
+              }
+            }
+          }
           if (payloads.length > 0) {
             yield* sql`INSERT INTO tl_delivery_payloads ${
               sql.insert(yield* vault.sealPayloads(payloads, events))
@@ -570,7 +603,9 @@ const runSubscription = (
               ...s,
               ...counts,
               state: requestFailure.kind === "auth" ? "paused" : "backoff",
-              reason: requestFailure.kind === "auth" ? "authentication failed" : "requests failing",
+              reason: requestFailure.kind === "auth"
+                ? "the destination refused the credentials or the endpoint (see lastError)"
+                : "requests failing",
               lastError: requestFailure.error.message,
               resumeAt: at + wait,
               failures

@@ -19,6 +19,7 @@ import { type ResolvedDestination, resolveDestinations } from "./Delivery.js"
 import type { DeletionOutcome, DeletionRequest, Identity } from "./Destination.js"
 import { IdentityGraph, personIdOfUser } from "./Identity.js"
 import { purgePeople } from "./internal/erasure.js"
+import { ERASURE_LOCK } from "./internal/locks.js"
 import { TrackLayerConfig } from "./TrackLayerConfig.js"
 import { identifierContext, Vault } from "./Vault.js"
 
@@ -312,6 +313,8 @@ export const make = Effect.gen(function*() {
     const reason = `erased: the person was erased (${erasureId})`
 
     yield* sql.withTransaction(Effect.gen(function*() {
+      // Waits for delivery steps writing retries now, and keeps new ones out until this commits (internal/locks.ts).
+      yield* sql`SELECT pg_advisory_xact_lock(${ERASURE_LOCK})`
       const keysDestroyed = yield* vault.shred(keys, erasureId)
       // Pending deliveries of the person's events: gone, each with a record saying why.
       const pending = yield* sql<{ destination: string; position: string; event_id: string; attempts: number }>`

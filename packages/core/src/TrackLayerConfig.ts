@@ -2,7 +2,7 @@
  * The operator's configuration, as exported by `tracklayer.config.ts`: the vocabulary, what to do with names outside
  * it, and the destination instances. Secrets never appear here in clear: instances read them through `Config`.
  */
-import { Context, Data, Duration } from "effect"
+import { Config, Context, Data, Duration } from "effect"
 import * as Consent from "./Consent.js"
 import { type DestinationInstance, PLUGIN_API_VERSION, satisfies } from "./Destination.js"
 import type { EventDefinition, Vocabulary } from "./Vocabulary.js"
@@ -181,6 +181,23 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
       if (!Object.hasOwn(c.vocabulary, e)) {
         return new ConfigError({ field: `${field}.events`, detail: `"${e}" is not in the vocabulary` })
       }
+    }
+    if (!Config.isConfig(d.settings)) {
+      return new ConfigError({
+        field: `${field}.settings`,
+        detail: "must be a Config read from the environment (e.g. Amplitude.settingsFromEnv()), not a plain object: " +
+          "secrets never go in the config file"
+      })
+    }
+    const sf = d.startFrom
+    if (
+      sf !== undefined && sf !== "end" && sf !== "beginning" &&
+      !(typeof sf === "object" && sf !== null && sf.since instanceof Date && !Number.isNaN(sf.since.getTime()))
+    ) {
+      return new ConfigError({
+        field: `${field}.startFrom`,
+        detail: `must be "end", "beginning" or { since: Date }, got ${JSON.stringify(sf)}`
+      })
     }
   }
   const dur = (v: Duration.DurationInput | undefined, def: Duration.DurationInput, field: string) => {

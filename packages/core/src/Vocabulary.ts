@@ -30,7 +30,13 @@ export type Vocabulary = Readonly<Record<string, EventDefinition>>
 /** Money amount: a finite number ≥ 0, or a numeric string converted to one. */
 export const Money = Schema.Union(
   Schema.Number,
-  Schema.NumberFromString.annotations({ message: () => "expected a number or a numeric string" })
+  // Only plain decimals ("49.90"): not "0x10", "1e3" or " 12 ", which Number() would also read.
+  Schema.compose(
+    Schema.String.pipe(
+      Schema.pattern(/^-?\d+(\.\d+)?$/, { message: () => "expected a number or a decimal string like \"49.90\"" })
+    ),
+    Schema.NumberFromString
+  )
 ).pipe(
   Schema.filter((n) => Number.isFinite(n) && n >= 0, { message: () => "expected a finite amount ≥ 0" }),
   Schema.annotations({ identifier: "Money" })

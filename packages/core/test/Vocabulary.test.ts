@@ -125,7 +125,25 @@ describe("decodeProperties", () => {
       input: { value: "abc", currency: "USD", order_id: "ord_1" },
       expected: [
         { path: "properties.value", message: "Expected number, actual \"abc\"" },
-        { path: "properties.value", message: "expected a number or a numeric string" }
+        { path: "properties.value", message: "expected a number or a decimal string like \"49.90\"" }
+      ]
+    },
+    {
+      scenario: "purchase: hexadecimal string value (Number() would read it as 16)",
+      event: "purchase",
+      input: { value: "0x10", currency: "USD", order_id: "ord_1" },
+      expected: [
+        { path: "properties.value", message: "Expected number, actual \"0x10\"" },
+        { path: "properties.value", message: "expected a number or a decimal string like \"49.90\"" }
+      ]
+    },
+    {
+      scenario: "purchase: exponent string value",
+      event: "purchase",
+      input: { value: "1e3", currency: "USD", order_id: "ord_1" },
+      expected: [
+        { path: "properties.value", message: "Expected number, actual \"1e3\"" },
+        { path: "properties.value", message: "expected a number or a decimal string like \"49.90\"" }
       ]
     },
     {
