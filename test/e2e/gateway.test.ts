@@ -228,6 +228,12 @@ describe("gateway end to end", () => {
       expect(res.status).toBe(200)
       expect(res.json.results.every((r: any) => r.status === "accepted")).toBe(true)
       await waitFor(async () => (await h.explain("evt_0201")).json.destinations[0].status === "accepted", 20_000)
+      // Explain masks personal data in payloads too (the IP Amplitude received is shown as its /24).
+      const first = (await h.explain("evt_0001")).json
+      expect(first.destinations[0].payload.ip).toBe("203.0.113.0")
+      expect(first.received.context.ip).toBe("203.0.113.0")
+      expect(first.received.context.page_url).toBe("https://app.example.com/pricing")
+      expect(JSON.stringify(first)).not.toContain("203.0.113.7")
       const dup = await h.explain("evt_0005")
       expect(dup.json.duplicate_of).toBe("evt_0004")
       expect(dup.json.destinations[0]).toMatchObject({

@@ -23,6 +23,12 @@ const messageOf = (e: unknown): string => {
   }
 }
 
+// `tracklayer preview … | head` closes the pipe early: that is not an error.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code === "EPIPE") process.exit(0)
+  throw e
+})
+
 run(process.argv).pipe(
   Effect.catchAll((e: unknown) =>
     Effect.sync(() => {

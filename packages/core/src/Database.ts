@@ -56,6 +56,41 @@ export const pglite = (dataDir: string) =>
         catch: (cause) => new StoreOpenError({ message: `cannot create data directory ${dataDir}`, cause })
       })
     }
+    // PGlite serves one process: a second gateway on the same directory would corrupt it. A lock file with the
+    // owner's pid keeps it out (a stale lock of a dead process is taken over).
+    if (dataDir !== "memory://") {
+      const lock = path.join(dataDir, ".tracklayer.lock")
+      yield* Effect.acquireRelease(
+        Effect.try({
+          try: () => {
+            try {
+              fs.writeFileSync(lock, String(process.pid), { flag: "wx" })
+            } catch (e) {
+              if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e
+              const owner = Number(fs.readFileSync(lock, "utf8").trim())
+              let alive = false
+              try {
+                alive = owner > 0 && (owner === process.pid || (process.kill(owner, 0), true))
+              } catch {
+                alive = false
+              }
+              if (alive) throw new Error(`in use by process ${owner}`)
+              fs.writeFileSync(lock, String(process.pid))
+            }
+          },
+          catch: (cause) =>
+            new StoreOpenError({
+              message: `the PGlite data directory ${dataDir} is ${
+                cause instanceof Error && cause.message.startsWith("in use")
+                  ? cause.message
+                  : `not lockable (${String(cause)})`
+              }: PGlite serves one process only; stop the other gateway, or use PostgreSQL (DATABASE_URL) for several`,
+              cause
+            })
+        }),
+        () => Effect.sync(() => fs.rmSync(lock, { force: true }))
+      )
+    }
     const db = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: () => PGlite.create(dataDir === "memory://" ? undefined : dataDir),

@@ -64,6 +64,36 @@ const maskTail = (s: string, keep: number) => (s.length <= keep ? "***" : `***${
 const maskIp = (ip: string) =>
   ip.includes(":") ? ip.split(":").slice(0, 3).join(":") + ":…" : ip.split(".").slice(0, 3).join(".") + ".0"
 
+/** A URL without its query and fragment (they often carry emails, tokens, click ids). */
+const maskUrl = (u: string) => {
+  const cut = u.search(/[?#]/)
+  return cut < 0 ? u : `${u.slice(0, cut)}?…`
+}
+
+const IP_KEYS = new Set(["ip", "client_ip_address", "ip_address"])
+const NAME_KEYS = new Set(["firstName", "lastName", "givenName", "familyName", "first_name", "last_name", "fn", "ln"])
+const URL_KEYS = new Set(["page_url", "event_source_url", "url", "referrer"])
+const CLEAR_TEXT_KEYS = new Set(["postalCode", "postal_code", "city", "phone", "email", "emailAddress", "phoneNumber"])
+
+/**
+ * Masks personal data in a transformed payload for display: IPs, clear-text names, URLs' query strings, postal
+ * codes and any clear-text email or phone. SHA-256 digests (64 hex) are shown as they are: they are what was sent.
+ */
+export const maskPayload = (value: unknown, key?: string): unknown => {
+  if (typeof value === "string") {
+    if (/^[0-9a-f]{64}$/.test(value) || key === undefined) return value
+    if (IP_KEYS.has(key)) return maskIp(value)
+    if (URL_KEYS.has(key)) return maskUrl(value)
+    if (NAME_KEYS.has(key) || CLEAR_TEXT_KEYS.has(key)) return `${value.slice(0, 1)}***`
+    return value
+  }
+  if (Array.isArray(value)) return value.map((v) => maskPayload(v, key))
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, maskPayload(v, k)]))
+  }
+  return value
+}
+
 /** Masks raw personal data in an event for display (hashes are shown as they are). */
 export const maskEvent = (e: CanonicalEvent): unknown => {
   const u = e.user
@@ -78,7 +108,8 @@ export const maskEvent = (e: CanonicalEvent): unknown => {
   )
   const context = e.context === undefined ? undefined : {
     ...e.context,
-    ...(e.context.ip !== undefined ? { ip: maskIp(e.context.ip) } : {})
+    ...(e.context.ip !== undefined ? { ip: maskIp(e.context.ip) } : {}),
+    ...(e.context.page_url !== undefined ? { page_url: maskUrl(e.context.page_url) } : {})
   }
   return {
     ...e,
@@ -167,7 +198,7 @@ export const make = Effect.gen(function*() {
               ? `stored before ${destination} was added; it starts from its configured start point (replay sends history)`
               : null),
         dedupKey: p?.dedup_key ?? e.dedupKey,
-        payload: p?.payload ?? null,
+        payload: p?.payload === undefined || p.payload === null ? null : maskPayload(p.payload),
         attempts
       }
     })
