@@ -234,6 +234,7 @@ export const checkValues = (input: unknown): FieldError | undefined => {
     depth: 0
   }]
   // A NUL, or a high surrogate not followed by a low one, or a low one not preceded by a high one.
+  // eslint-disable-next-line no-control-regex -- matching NUL is the point: PostgreSQL cannot store it in text
   const bad = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
   const problem = (s: string) =>
     bad.test(s)
