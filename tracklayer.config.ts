@@ -15,7 +15,7 @@ export default TrackLayerConfig.defineConfig({
   vocabulary: Vocabulary.canonical,
   // Names outside the vocabulary are rejected with the allowed names; "store" keeps them without routing.
   unknownEvents: "reject",
-  // Retention per log kind is validated but not enforced yet (no purge job; docs/privacy.md#retention), e.g.
+  // Retention per log kind: an hourly purge deletes older events once delivered (docs/privacy.md#retention), e.g.
   // retention: { track: "400 days", consent: "5 years" },
   destinations: [
     Amplitude.destination({
