@@ -16,6 +16,8 @@ const fixture = fs.readFileSync(path.join(__dirname, "../fixtures/seed-journeys.
   .trim().split("\n").map((l) => JSON.parse(l) as { timestamp: string })
 
 const HEX64 = /^[0-9a-f]{64}$/
+/** Dedup keys of the fixture journeys (the first test sends them to the same gateway). */
+const fixtureKeys = new Set(["evt_0002", "evt_0003", "ord_1001", "subscription_renewed:sub_77:2026-04", "evt_0201"])
 
 describe("default config in sandbox mode: Amplitude, Meta, Google, LinkedIn", () => {
   let scope: Scope.CloseableScope
@@ -159,4 +161,72 @@ describe("default config in sandbox mode: Amplitude, Meta, Google, LinkedIn", ()
       /^consent \(advertising\): /
     )
   }, 120_000)
+
+  it(
+    "a generated stream: each sandbox holds exactly the events explain calls accepted there, once each, mapped, hashed",
+    async () => {
+      const events = Generator.generate({ people: 80, seed: 2026, now: Date.now() }) as unknown as Array<
+        Record<string, any>
+      >
+      const res = await fetch(`${gw.url}/v1/events`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${writeKey}` },
+        body: JSON.stringify({ events: events.slice(0, 500) })
+      })
+      expect(res.status).toBe(200)
+      const sent = events.slice(0, 500)
+      let explained: Array<any> = []
+      const settled = await waitFor(
+        async () => {
+          explained = await Promise.all(sent.map((e) => explain(e.event_id)))
+          return explained.every((x) =>
+            x.destinations.every((d: any) => ["accepted", "dropped", "rejected"].includes(d.status))
+          )
+        },
+        90_000,
+        500
+      )
+      expect(settled).toBe(true)
+      const mapped = new Set(["sign_up", "start_trial", "purchase", "subscription_renewed", "qualified_lead"])
+      const keysFor = (dest: string) =>
+        explained.filter((x) => x.destinations.find((d: any) => d.destination === dest)?.status === "accepted").map((
+          x
+        ) => ({
+          key: x.dedup_key as string,
+          event: x.event as string,
+          advertising: x.destinations.find((d: any) => d.destination === dest)
+        }))
+      const received: Record<string, Array<string>> = {
+        meta: (await sandboxEvents("meta")).map((e) => e.event.event_id),
+        "google-ads": (await sandboxEvents("google-ads")).map((e) => e.transaction_id),
+        linkedin: (await sandboxEvents("linkedin")).map((e) => e.event_id)
+      }
+      for (const dest of ["meta", "google-ads", "linkedin"]) {
+        const accepted = keysFor(dest)
+        expect(accepted.length).toBeGreaterThan(0)
+        // Only mapped events, and every one of them is there exactly once (fixture events from the other test included).
+        expect(accepted.every((a) => mapped.has(a.event))).toBe(true)
+        const got = received[dest]!.filter((k) => !fixtureKeys.has(k))
+        expect([...got].sort()).toEqual(accepted.map((a) => a.key).sort())
+        expect(new Set(received[dest]).size).toBe(received[dest]!.length)
+      }
+      // Nothing was sent to an ad platform for an event whose explain says consent blocked it there.
+      for (const x of explained) {
+        for (const d of x.destinations) {
+          if (d.destination !== "amplitude" && d.status === "dropped" && String(d.reason).startsWith("consent")) {
+            expect(received[d.destination]).not.toContain(x.dedup_key)
+          }
+        }
+      }
+      for (const e of await sandboxEvents("meta")) {
+        for (
+          const v of [e.event.user_data.em ?? [], e.event.user_data.ph ?? [], e.event.user_data.external_id ?? []]
+            .flat()
+        ) {
+          expect(v).toMatch(HEX64)
+        }
+      }
+    },
+    180_000
+  )
 })
