@@ -136,6 +136,26 @@ describe("tracklayer CLI", () => {
     ])
     expect(url.code).toBe(2)
     expect(url.stderr).toContain("--url: \"ftp://x\" is not an http(s) URL")
+    // In sandbox mode a destination reading another namespace must not pick up real credentials.
+    const ns = path.join(ROOT, "test/support/.tmp-ns.config.mjs")
+    fs.writeFileSync(
+      ns,
+      `import { Vocabulary } from "@tracklayer/core"\nimport { Amplitude } from "@tracklayer/plugin-amplitude"\n` +
+        `export default { vocabulary: Vocabulary.canonical, destinations: [Amplitude.destination({ id: "amp_eu", ` +
+        `settings: Amplitude.settingsFromEnv({ namespace: "AMPLITUDE_EU" }) })] }\n`
+    )
+    try {
+      const sb = await cli(["serve", "--sandbox", "--port", "0", "--config", ns], {
+        AMPLITUDE_EU_API_KEY: "real-looking-key-should-not-be-used",
+        TRACKLAYER_DATA_DIR: path.join(tmp, "ns-data")
+      })
+      expect(sb.code).toBe(2)
+      expect(sb.stderr).toContain("destinations[0] (amp_eu).settings")
+      expect(sb.stderr).toContain("in --sandbox mode a destination's settings must come from its plugin's sandbox")
+      expect(sb.stderr).not.toContain("real-looking-key-should-not-be-used")
+    } finally {
+      fs.rmSync(ns, { force: true })
+    }
     const noConfig = await cli(["serve"])
     expect(noConfig.code).toBe(2)
     expect(noConfig.stderr).toContain("no config module found: create tracklayer.config.ts (or pass --config <file>)")

@@ -2,7 +2,7 @@
  * `tracklayer serve [--sandbox]`: runs the gateway. With `--sandbox`, every configured plugin's sandbox is started
  * first and the destinations are pointed at it (its values laid over the environment), and keys are generated.
  */
-import { Database, type Destination, TrackLayerConfig, Vault } from "@tracklayer/core"
+import { Database, Delivery, type Destination, TrackLayerConfig, Vault } from "@tracklayer/core"
 import { Keys, Server } from "@tracklayer/server"
 import { Config, ConfigProvider, Console, Effect, Layer, Option, Redacted } from "effect"
 import * as LocalState from "./LocalState.js"
@@ -57,6 +57,19 @@ export const serve = (options: {
     for (const h of started.values()) for (const [k, v] of Object.entries(h.env)) overlay.set(k, v)
     const provider = ConfigProvider.fromMap(overlay, { pathDelim: "_" }).pipe(
       ConfigProvider.orElse(() => ConfigProvider.fromEnv())
+    )
+    // Sandbox mode promises that nothing leaves this machine: every destination must get its settings from its
+    // sandbox alone. An instance that reads other variables (its own namespace, say) would otherwise pick up real
+    // credentials from the environment, so it is refused here with the reason.
+    yield* Delivery.resolveDestinations(options.config).pipe(
+      Effect.withConfigProvider(ConfigProvider.fromMap(overlay, { pathDelim: "_" })),
+      Effect.mapError((e) =>
+        new TrackLayerConfig.ConfigError({
+          field: e.field,
+          detail: `${e.detail}; in --sandbox mode a destination's settings must come from its plugin's sandbox ` +
+            "(use the plugin's default variables, e.g. Amplitude.settingsFromEnv()), or run without --sandbox"
+        })
+      )
     )
 
     const envKeys = yield* Config.option(Keys.KeysConfig)
