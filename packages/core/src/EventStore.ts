@@ -18,6 +18,9 @@ export interface Cursor {
   readonly position: string
 }
 
+/** Advisory-lock key space of event ids (two-key form, apart from the single-key locks in internal/locks.ts). */
+const ID_LOCK_SPACE = 7_462_002
+
 /** The cursor before the first event. */
 export const origin: Cursor = { tx: "0", position: "0" }
 
@@ -224,8 +227,19 @@ export const make = Effect.gen(function*() {
     return yield* sql.withTransaction(appendInTx(yield* vault.sealEvents(events)))
   })
 
+  /**
+   * Locks the event ids about to be inserted, in sorted order. Two concurrent batches that share ids (a client
+   * retrying while the first attempt is still running) would otherwise wait on each other's unique-index entries
+   * in opposite orders and deadlock; with the ids locked in one order the second simply waits, then finds them.
+   */
+  const lockIds = (ids: ReadonlyArray<string>) =>
+    sql`SELECT pg_advisory_xact_lock(${ID_LOCK_SPACE}, hashtext(id)) FROM unnest(${
+      [...new Set(ids)].sort()
+    }::text[]) AS id`
+
   const appendInTx = (events: ReadonlyArray<NewEvent>) =>
     Effect.gen(function*() {
+      yield* lockIds(events.map((e) => e.eventId))
       const marks = yield* claimKeys(events)
       const rows = events.map((e) => ({
         kind: "track",
@@ -325,10 +339,13 @@ export const make = Effect.gen(function*() {
         body: JSON.stringify(u)
       }
     })
-    const inserted = yield* sql<{ event_id: string }>`
+    const inserted = yield* sql.withTransaction(Effect.zipRight(
+      lockIds(updates.map((u) => u.event_id)),
+      sql<{ event_id: string }>`
       INSERT INTO tl_log ${
-      sql.insert(rows)
-    } ON CONFLICT (event_id) WHERE kind = 'consent' DO NOTHING RETURNING event_id`
+        sql.insert(rows)
+      } ON CONFLICT (event_id) WHERE kind = 'consent' DO NOTHING RETURNING event_id`
+    ))
     return new Set(inserted.map((r) => r.event_id))
   })
 
