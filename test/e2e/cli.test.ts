@@ -146,13 +146,13 @@ describe("tracklayer CLI", () => {
     )
     try {
       const sb = await cli(["serve", "--sandbox", "--port", "0", "--config", ns], {
-        AMPLITUDE_EU_API_KEY: "real-looking-key-should-not-be-used",
+        AMPLITUDE_EU_API_KEY: "fake-eu-key",
         TRACKLAYER_DATA_DIR: path.join(tmp, "ns-data")
       })
       expect(sb.code).toBe(2)
       expect(sb.stderr).toContain("destinations[0] (amp_eu).settings")
       expect(sb.stderr).toContain("in --sandbox mode a destination's settings must come from its plugin's sandbox")
-      expect(sb.stderr).not.toContain("real-looking-key-should-not-be-used")
+      expect(sb.stderr).not.toContain("fake-eu-key")
     } finally {
       fs.rmSync(ns, { force: true })
     }
