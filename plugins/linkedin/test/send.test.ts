@@ -85,12 +85,13 @@ describe("LinkedIn.send against the sandbox", () => {
   it.scopedLive("per-element failures: only those Rejected with LinkedIn's message; the others stored", () =>
     run(Effect.gen(function*() {
       const { sb, settings: s } = yield* sandbox()
+      const inSeconds = Math.floor(Date.now() / 1000)
       const outcomes = yield* LinkedIn.send(
         preparedRaw([
           wire(0),
           wire(1, { user: { userIds: [{ idType: "SHA256_EMAIL", idValue: "ops@acme-corp.example" }] } }),
           wire(2, { conversion: "urn:lla:llaPartnerConversion:999" }),
-          wire(3, { conversionHappenedAt: Math.floor(Date.now() / 1000) }),
+          wire(3, { conversionHappenedAt: inSeconds }),
           wire(4, {}, 100 * 86_400_000),
           wire(5, { conversionValue: { currencyCode: "USD", amount: "12,50" } }),
           wire(6, { user: { userIds: [{ idType: "SHA256_EMAIL", idValue: OPS_EMAIL_SHA256.toUpperCase() }] } }),
@@ -105,9 +106,7 @@ describe("LinkedIn.send against the sandbox", () => {
         "(FIELD_VALUE_INVALID, serviceErrorCode 100)",
         "Rejected: 400 /elements/2/conversion :: conversion rule 999 does not exist (FIELD_VALUE_INVALID, " +
         "serviceErrorCode 100)",
-        `Rejected: 400 /elements/3/conversionHappenedAt :: ${
-          Math.floor(Date.now() / 1000)
-        } looks like seconds; expected epoch milliseconds (FIELD_VALUE_INVALID, serviceErrorCode 100)`,
+        `Rejected: 400 /elements/3/conversionHappenedAt :: ${inSeconds} looks like seconds; expected epoch milliseconds (FIELD_VALUE_INVALID, serviceErrorCode 100)`,
         "Rejected: 400 /elements/4/conversionHappenedAt :: conversion happened more than 90 days ago " +
         "(FIELD_VALUE_INVALID, serviceErrorCode 100)",
         "Rejected: 400 /elements/5/conversionValue/amount :: expected a non-negative decimal string, got \"12,50\" " +

@@ -62,7 +62,8 @@ describe("Meta Conversions API sandbox", () => {
   it.scopedLive("200 { events_received, messages, fbtrace_id }; events stored in order with the test code", () =>
     run(Effect.gen(function*() {
       const sb = yield* MetaCapiSandbox.start()
-      const answer = yield* postForm(sb, [event(1), event(2)], { testEventCode: "TEST123" })
+      const sent = [event(1), event(2)]
+      const answer = yield* postForm(sb, sent, { testEventCode: "TEST123" })
       assert.strictEqual(answer.status, 200)
       assert.deepStrictEqual(answer.body, { events_received: 2, messages: [], fbtrace_id: "SbxTrace000001" })
       const stored = yield* sb.client.events()
@@ -70,7 +71,7 @@ describe("Meta Conversions API sandbox", () => {
         [1, "evt_1", "TEST123"],
         [2, "evt_2", "TEST123"]
       ])
-      assert.deepStrictEqual(stored[1]!.event, event(2))
+      assert.deepStrictEqual(stored[1]!.event, sent[1])
     })))
 
   it.scopedLive("one event older than 7 days fails the WHOLE request with Meta's 2804003 body; nothing stored", () =>
