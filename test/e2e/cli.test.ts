@@ -287,7 +287,7 @@ describe("config modules", () => {
       )
       const api = await load(mismatch)
       expect(Either.isLeft(api) && api.left.message).toContain(
-        "destinations[0].plugin: @tracklayer/plugin-amplitude@0.1.0 supports plugin API ^2.0.0, but this TrackLayer implements 1.1.0"
+        "destinations[0].plugin: @tracklayer/plugin-amplitude@0.2.0 supports plugin API ^2.0.0, but this TrackLayer implements 1.2.0"
       )
     } finally {
       for (const f of [mjs, badTs, mismatch]) fs.rmSync(f, { force: true })

@@ -10,8 +10,10 @@
 import type { HttpClient } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Context, Duration, Effect, Either, Layer, ParseResult, Ref, Schedule, Schema } from "effect"
+import * as Audiences from "./Audiences.js"
 import * as Consent from "./Consent.js"
 import {
+  type AudienceChange,
   type DeliveryEvent,
   type DestinationInstance,
   type Identity,
@@ -20,7 +22,7 @@ import {
   RetryableError,
   type SendError
 } from "./Destination.js"
-import { type Cursor, EventStore, type StoredEvent } from "./EventStore.js"
+import { audienceOf, type Cursor, EventStore, type StoredEvent } from "./EventStore.js"
 import { IdentityGraph, type Resolved } from "./Identity.js"
 import { ERASURE_LOCK } from "./internal/locks.js"
 import { Projector } from "./Projector.js"
@@ -294,6 +296,9 @@ const runSubscription = (
     const id = instance.id
     const opts = config.delivery
     const batchSize = plugin.limits.maxEventsPerRequest
+    const audience = plugin.audiences
+    const audienceRoutes = Audiences.routesFor(config.audiences, id, instance.purposes ?? plugin.purposes)
+    const routeKeys = new Set(audienceRoutes.map((r) => r.key))
 
     const startFrom = yield* store.startCursor(instance.startFrom ?? "end")
     yield* sql`INSERT INTO tl_subscriptions (destination, plugin, cursor_tx, cursor_pos, start_tx, start_pos)
@@ -501,6 +506,228 @@ const runSubscription = (
           })
         }
 
+        // Audiences: inbound audience events and consent updates, reconciled against what this destination holds.
+        const syncWrites: Array<{ destination: string; audience_key: string; identifier: string; member: boolean }> = []
+        const audienceEvents = audience === undefined || audienceRoutes.length === 0 ? [] : events.filter((e) => {
+          const a = audienceOf(e)
+          return a !== undefined ? routeKeys.has(a.audience_key) : e.kind === "consent"
+        })
+        if (audienceEvents.length > 0 && audience !== undefined) {
+          const aIdentities = yield* graph.resolve(audienceEvents)
+          const aHistories = yield* consentHistories(audienceEvents, aIdentities)
+          const allKeys = [...new Set([...aIdentities.values()].flatMap((r) => r.keys))]
+          const memberships = yield* sql<Audiences.Membership>`
+            SELECT audience_key, identifier, audience_name, member FROM tl_audience_members
+            WHERE identifier = ANY(${allKeys}::text[]) AND audience_key = ANY(${[...routeKeys]}::text[])`
+          const synced = yield* sql<Audiences.Synced>`
+            SELECT audience_key, identifier, member FROM tl_audience_sync
+            WHERE destination = ${id} AND identifier = ANY(${allKeys}::text[])
+              AND audience_key = ANY(${[...routeKeys]}::text[])`
+          // Changes already planned in this step (two events of one person in one page plan once).
+          const planned = new Set<string>()
+          const items: Array<{ e: StoredEvent; change: AudienceChange; identifier: string; member: unknown }> = []
+          const perEvent = new Map<string, { changes: number; skipped: Array<string>; notes: Array<string> }>()
+          for (const e of audienceEvents) {
+            const resolved = aIdentities.get(e.position)
+            const keys = new Set(resolved?.keys ?? [e.personKey])
+            const history = aHistories.get(e.position) ?? []
+            const stateNow = Consent.stateAsOf(history)
+            const traitsCountry = resolved?.identity.traits?.["country"]
+            const grant = (purposes: ReadonlyArray<string>) =>
+              Consent.decide(config.consent, {
+                purposes,
+                eventAt: now,
+                stateAtEvent: stateNow,
+                stateNow,
+                country: typeof traitsCountry === "string" ? traitsCountry : undefined,
+                source: undefined
+              })
+            const a = audienceOf(e)
+            const p = Audiences.plan({
+              destination: id,
+              routes: audienceRoutes,
+              ...(a !== undefined ? { only: a.audience_key } : {}),
+              memberships: memberships.filter((m) => keys.has(m.identifier)),
+              synced: synced.filter((x) => keys.has(x.identifier)),
+              grant: (purposes) => {
+                const g = grant(purposes)
+                return g.granted ? { granted: true, detail: "granted" } : g
+              }
+            })
+            const mine = { changes: 0, skipped: [] as Array<string>, notes: p.notes.map((n) => reasonText(n)) }
+            perEvent.set(e.position, mine)
+            for (const c of p.changes) {
+              const k = `${c.route.key}\u0000${c.identifier}`
+              if (planned.has(k)) continue
+              planned.add(k)
+              const change: AudienceChange = {
+                position: e.position,
+                eventId: e.eventId,
+                audienceId: c.route.audienceId,
+                audience: { key: c.route.key, name: c.name },
+                op: c.op,
+                identity: resolved?.identity ?? identityOf(e),
+                consent: Object.fromEntries(
+                  config.consent.purposes.map((purpose) => [purpose, grant([purpose]).granted])
+                ),
+                at: e.event.timestamp
+              }
+              const m = Either.try(() => audience.member(change, settings)).pipe(
+                Either.flatMap((x) => x),
+                Either.mapLeft((err) =>
+                  err && typeof err === "object" && "reason" in err && "detail" in err
+                    ? `${String(err.reason)}: ${String(err.detail)}`
+                    : `invalid: member failed: ${String(err)}`
+                )
+              )
+              if (Either.isLeft(m)) {
+                mine.skipped.push(`${c.op} ${c.identifier} ${c.route.key}: ${m.left}`)
+                continue
+              }
+              mine.changes++
+              items.push({ e, change, identifier: c.identifier, member: m.right })
+            }
+          }
+          // Per event: the outcomes of its changes.
+          const results = new Map<string, Array<{ item: (typeof items)[number]; outcome: Outcome; ms: number }>>()
+          const groups = new Map<string, Array<(typeof items)[number] & { bytes: number }>>()
+          for (const it of items) {
+            const g = `${it.change.audienceId}\u0000${it.change.op}`
+            groups.set(g, [...(groups.get(g) ?? []), { ...it, bytes: JSON.stringify(it.member).length }])
+          }
+          for (const group of groups.values()) {
+            for (const batch of chunk(group, audience.limits.maxEventsPerRequest, audience.limits.maxBytesPerRequest)) {
+              if (requestFailure) {
+                for (const it of batch) {
+                  results.set(it.e.position, [...(results.get(it.e.position) ?? []), {
+                    item: it,
+                    outcome: { _tag: "Retry", reason: `not sent: ${requestFailure.error.message}` },
+                    ms: 0
+                  }])
+                }
+                continue
+              }
+              const started = Date.now()
+              const result = yield* audience.send(
+                batch.map((it) => ({ change: it.change, member: it.member })),
+                settings
+              )
+                .pipe(
+                  Effect.timeoutFail({
+                    duration: opts.requestTimeout,
+                    onTimeout: () =>
+                      new RetryableError({ message: `timed out after ${Duration.format(opts.requestTimeout)}` })
+                  }),
+                  Effect.catchAllDefect((defect) =>
+                    Effect.fail(new RetryableError({ message: `plugin ${plugin.name} failed: ${String(defect)}` }))
+                  ),
+                  Effect.either
+                )
+              const ms = Date.now() - started
+              sent += batch.length
+              const outcomes: ReadonlyArray<Outcome> = Either.isRight(result)
+                ? result.right
+                : batch.map(() => {
+                  const error = result.left
+                  const response = { status: error.status ?? 0, body: error.body ?? "" }
+                  return error._tag === "PayloadInvalidError"
+                    ? { _tag: "Rejected", reason: `invalid request: ${error.message}`, response }
+                    : {
+                      _tag: "Retry",
+                      reason: error.message,
+                      ...(error._tag === "RetryableError" && error.retryAfterMs !== undefined
+                        ? { afterMs: error.retryAfterMs }
+                        : {}),
+                      response
+                    }
+                })
+              if (Either.isLeft(result) && result.left._tag !== "PayloadInvalidError") {
+                requestFailure = {
+                  error: result.left,
+                  kind: result.left._tag === "AuthFailedError" ? "auth" : "request"
+                }
+              }
+              batch.forEach((it, i) => {
+                const outcome = outcomes[i] ??
+                  { _tag: "Retry", reason: "destination returned no outcome for this member" }
+                results.set(it.e.position, [...(results.get(it.e.position) ?? []), { item: it, outcome, ms }])
+                if (outcome._tag === "Accepted") {
+                  syncWrites.push({
+                    destination: id,
+                    audience_key: it.change.audience.key,
+                    identifier: it.identifier,
+                    member: it.change.op === "add"
+                  })
+                }
+              })
+            }
+          }
+          // One record per event: accepted when every change went through, else retry / rejected with the reasons.
+          for (const e of audienceEvents) {
+            const mine = perEvent.get(e.position)!
+            const rs = results.get(e.position) ?? []
+            const describe = (r: (typeof rs)[number]) =>
+              `${r.item.change.op} ${r.item.identifier} ${
+                r.item.change.op === "add" ? "to" : "from"
+              } ${r.item.change.audience.key} (${r.item.change.audienceId})`
+            if (rs.length > 0) {
+              payloads.push({
+                destination: id,
+                position: e.position,
+                event_id: e.eventId,
+                dedup_key: e.dedupKey,
+                payload: JSON.stringify(rs.map((r) => ({
+                  op: r.item.change.op,
+                  audienceId: r.item.change.audienceId,
+                  member: r.item.member
+                })))
+              })
+            }
+            const last = rs[rs.length - 1]
+            const extra = {
+              status: last?.outcome.response?.status ?? null,
+              response: excerpt(last?.outcome.response?.body),
+              duration_ms: last?.ms ?? null
+            }
+            const retry = rs.find((r) => r.outcome._tag === "Retry")
+            const rejectedHere = rs.filter((r) => r.outcome._tag === "Rejected")
+            if (retry !== undefined && retry.outcome._tag === "Retry") {
+              record(e, "retry", `${describe(retry)}: ${retry.outcome.reason}`, extra)
+              retryLater(
+                e,
+                requestFailure ? requestFailure.kind : "event",
+                retry.outcome.reason,
+                retry.outcome.afterMs
+              )
+            } else if (rejectedHere.length > 0) {
+              record(
+                e,
+                "rejected",
+                rejectedHere.map((r) => `${describe(r)}: ${r.outcome._tag === "Rejected" ? r.outcome.reason : ""}`)
+                  .join("; "),
+                extra
+              )
+              rejected++
+              done.push(e.position)
+            } else if (rs.length > 0) {
+              record(e, "accepted", rs.map(describe).join("; "), extra)
+              accepted += rs.length
+              done.push(e.position)
+            } else if (mine.skipped.length > 0) {
+              record(e, "dropped", mine.skipped.join("; "))
+              dropped++
+              done.push(e.position)
+            } else if (e.kind === "audience") {
+              // Nothing to change (already in / out, or no consent): recorded so explain says why.
+              record(e, "dropped", mine.notes.join("; ") || `duplicate: nothing to change at ${id}`)
+              dropped++
+              done.push(e.position)
+            } else {
+              done.push(e.position)
+            }
+          }
+        }
+
         // Dead-letter what has failed for too long. Auth failures never dead-letter: the destination is paused.
         const keep: Array<RetryRow> = []
         for (const r of retries) {
@@ -561,6 +788,13 @@ const runSubscription = (
             } ON CONFLICT DO NOTHING`
           }
           if (records.length > 0) yield* sql`INSERT INTO tl_delivery_records ${sql.insert(records)}`
+          if (syncWrites.length > 0) {
+            yield* sql`INSERT INTO tl_audience_sync ${
+              sql.insert(
+                [...new Map(syncWrites.map((w) => [`${w.audience_key}\u0000${w.identifier}`, w])).values()]
+              )
+            } ON CONFLICT (destination, audience_key, identifier) DO UPDATE SET member = EXCLUDED.member, at = now()`
+          }
           if (done.length > 0) {
             yield* sql`DELETE FROM tl_retry_queue WHERE destination = ${id} AND position IN ${sql.in(done)}`
           }

@@ -7,9 +7,13 @@
  * - `send(batch, settings)`: one request; per-event outcomes, or a typed error for the whole request.
  * - `sandbox`: a local server that behaves like the vendor's documented API, for tests and demos.
  * - `deletePerson` (optional, plugin API 1.1): forwards an erasure (`DELETE /v1/people/:id`) to the destination.
+ * - `audiences` (optional, plugin API 1.2): adds and removes people in a destination-side audience (custom
+ *   audience, user list, segment, CRM property), fed by the cohort exchange.
+ * - `userState` (optional, plugin API 1.2): receives durable trait changes (`$set` / `$unset`) for people.
  *
  * Versions: 1.0.0 initial; 1.1.0 adds the optional `deletePerson` capability (backwards compatible: a plugin built
- * for `^1.0.0` still loads, and is reported as not offering deletion).
+ * for `^1.0.0` still loads, and is reported as not offering deletion); 1.2.0 adds the optional `audiences` and
+ * `userState` capabilities and `Identity.traits` (backwards compatible).
  */
 import type { HttpClient } from "@effect/platform"
 import type { Config, Duration, Effect, Either, Scope } from "effect"
@@ -17,7 +21,7 @@ import { Schema } from "effect"
 import type { CanonicalEvent } from "./Contract.js"
 
 /** The plugin-API version this core implements. Plugins declare the range they support. */
-export const PLUGIN_API_VERSION = "1.1.0"
+export const PLUGIN_API_VERSION = "1.2.0"
 
 /** Everything known about a person's identifiers when an event is shaped (grows with the identity graph). */
 export interface Identity {
@@ -36,6 +40,11 @@ export interface Identity {
   readonly clickIdsSeenAt?: Readonly<Record<string, number>>
   /** The latest page URL and user agent seen for the person (from this or earlier events). */
   readonly lastContext?: { readonly pageUrl?: string; readonly userAgent?: string }
+  /**
+   * The person's durable traits (`user_properties`), latest value per key by event time, as known when the event
+   * is shaped (plugin API 1.2). A CRM maps these onto contact properties.
+   */
+  readonly traits?: Readonly<Record<string, unknown>>
 }
 
 /** One stored event as a destination sees it. */
@@ -153,6 +162,76 @@ export type DeletionOutcome =
   /** The destination refused (or nothing can be deleted there, e.g. no id it knows). Not retried. */
   | { readonly _tag: "Rejected"; readonly reason: string; readonly response?: ResponseInfo }
 
+/**
+ * One person entering or leaving an audience at one destination (plugin API 1.2). The core decides the operation by
+ * comparing what the destination should hold (member of the cohort now, and the audience's consent purposes
+ * granted now) with what TrackLayer last told it, so a retried webhook, a replay or a consent withdrawal produce
+ * exactly the adds and removes needed.
+ */
+export interface AudienceChange {
+  /** Log position of the event that caused the change (audience event or consent change). */
+  readonly position: string
+  readonly eventId: string
+  /** The destination's own audience id, from the audience routing in the config (custom audience id, user list id, DMP segment id, CRM property). */
+  readonly audienceId: string
+  /** The audience as its source names it (Amplitude: cohort id and name). */
+  readonly audience: { readonly key: string; readonly name: string }
+  readonly op: "add" | "remove"
+  /** Everything known about the person (hashed and raw emails/phones, ids, traits). */
+  readonly identity: Identity
+  /** Each configured purpose → granted now. */
+  readonly consent: Readonly<Record<string, boolean>>
+  /** Epoch ms of the membership change at the source (or of the consent change). */
+  readonly at: number
+}
+
+/** An audience change with the member payload the plugin built for it. */
+export interface PreparedMember<M> {
+  readonly change: AudienceChange
+  readonly member: M
+}
+
+/** The audience capability of a destination plugin (plugin API 1.2). */
+export interface AudienceCapability<S = any, M = any> {
+  /** Members per request and bytes per request. */
+  readonly limits: Limits
+  /**
+   * Pure: the member payload for one change (hashed identifiers in the destination's schema), or why it is
+   * skipped (`invalid` when no usable identifier is known).
+   */
+  readonly member: (change: AudienceChange, settings: S) => Either.Either<M, SkipReason>
+  /**
+   * Sends one request. Every change in `batch` has the same `audienceId` and the same `op` (the core groups them).
+   * Returns one outcome per change, in order.
+   */
+  readonly send: (
+    batch: ReadonlyArray<PreparedMember<M>>,
+    settings: S
+  ) => Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient>
+}
+
+/** Durable trait changes for one person (plugin API 1.2), as computed against the last synced values. */
+export interface UserStateUpdate {
+  /** Log position of the latest event that changed these traits. */
+  readonly position: string
+  readonly userId?: string
+  readonly deviceId?: string
+  /** Traits whose value changed (or is new). */
+  readonly set: Readonly<Record<string, unknown>>
+  /** Traits that no longer have a value. */
+  readonly unset: ReadonlyArray<string>
+}
+
+/** The user-state capability (plugin API 1.2): Amplitude's Identify API. */
+export interface UserStateCapability<S = any> {
+  readonly limits: Limits
+  /** Sends one request of updates; one outcome per update, in order. */
+  readonly send: (
+    batch: ReadonlyArray<UserStateUpdate>,
+    settings: S
+  ) => Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient>
+}
+
 /** Request limits the batcher honours. */
 export interface Limits {
   readonly maxEventsPerRequest: number
@@ -199,6 +278,10 @@ export interface DestinationPlugin<S = any, P = any> {
     request: DeletionRequest,
     settings: S
   ) => Effect.Effect<DeletionOutcome, SendError, HttpClient.HttpClient>
+  /** Optional (plugin API 1.2): audience membership adds and removes. */
+  readonly audiences?: AudienceCapability<S>
+  /** Optional (plugin API 1.2): durable trait sync (`$set` / `$unset` only when a value changes). */
+  readonly userState?: UserStateCapability<S>
   /** Starts the plugin's sandbox on a free loopback port (or `port`). */
   readonly sandbox?: (options: { readonly port?: number }) => Effect.Effect<SandboxHandle, never, Scope.Scope>
 }

@@ -8,8 +8,10 @@
  */
 import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Effect, Layer } from "effect"
+import { createHash } from "node:crypto"
 import { type CanonicalEvent, CONTRACT_VERSION } from "./Contract.js"
 import type { StartFrom } from "./Destination.js"
+import type { AudienceBatch } from "./Source.js"
 import { Vault } from "./Vault.js"
 
 /** A position in log order. */
@@ -53,9 +55,28 @@ const amountOf = (e: NewEvent): string => {
   return JSON.stringify([value, currency])
 }
 
+/** The event name of an audience membership change in the log. */
+export const AUDIENCE_EVENT = "$audience"
+
+/** The properties of an audience event (its body's `properties`). */
+export interface AudienceProperties {
+  readonly audience_key: string
+  readonly audience_name: string
+  readonly member: boolean
+  readonly source: string
+  readonly message_id: string
+}
+
+/** The audience membership change an audience event carries, or undefined for other events. */
+export const audienceOf = (e: StoredEvent): AudienceProperties | undefined =>
+  e.kind === "audience" ? (e.event.properties as unknown as AudienceProperties) : undefined
+
 /** A stored event. */
 export interface StoredEvent {
-  /** `track` for events from producers; `identity` for identity-graph changes; `consent` for consent updates. */
+  /**
+   * `track` for events from producers; `identity` for identity-graph changes; `consent` for consent updates;
+   * `audience` for inbound audience membership changes.
+   */
   readonly kind: string
   readonly tx: string
   readonly position: string
@@ -122,6 +143,14 @@ export class EventStore extends Context.Tag("@tracklayer/core/EventStore")<Event
   readonly appendConsent: (
     updates: ReadonlyArray<CanonicalEvent>
   ) => Effect.Effect<ReadonlySet<string>, SqlError.SqlError>
+  /**
+   * Appends inbound audience batches (kind `audience`, one event per member, id `<message id>:<user id>`) in one
+   * transaction. Returns how many member events were new (0 for a batch already stored: a retried webhook).
+   */
+  readonly appendAudience: (
+    batches: ReadonlyArray<AudienceBatch>,
+    source: string
+  ) => Effect.Effect<number, SqlError.SqlError>
   /**
    * Reads up to `limit` events after `cursor`, in log order, never past an in-flight transaction, and never past
    * `upTo` when given (delivery reads only what the identity/consent projection has already folded in).
@@ -349,7 +378,57 @@ export const make = Effect.gen(function*() {
     return new Set(inserted.map((r) => r.event_id))
   })
 
-  return EventStore.of({ append, appendConsent, readAfter, byPositions, byEventId, startCursor })
+  const appendAudience = Effect.fn("EventStore.appendAudience")(
+    function*(batches: ReadonlyArray<AudienceBatch>, source: string) {
+      const rows = batches.flatMap((b) =>
+        b.members.map((m) => {
+          const eventId = `${b.messageId}:${m.userId}`
+          const personKey = `user:${m.userId}`
+          const properties: AudienceProperties = {
+            audience_key: b.audience.key,
+            audience_name: b.audience.name,
+            member: m.member,
+            source,
+            message_id: b.messageId
+          }
+          return {
+            kind: "audience",
+            event_id: eventId,
+            event_name: AUDIENCE_EVENT,
+            routable: false,
+            partition_key: createHash("sha256").update(personKey, "utf8").digest().readUInt32BE(0) >>> 1,
+            person_key: personKey,
+            dedup_key: eventId,
+            occurred_at: new Date(b.at),
+            contract_version: CONTRACT_VERSION,
+            body: JSON.stringify({
+              event_id: eventId,
+              event: AUDIENCE_EVENT,
+              timestamp: b.at,
+              user_id: m.userId,
+              properties
+            })
+          }
+        })
+      )
+      if (rows.length === 0) return 0
+      // Same-id rows in one request (a user listed twice) would conflict with each other: keep the last.
+      const unique = [...new Map(rows.map((r) => [r.event_id, r])).values()]
+      let inserted = 0
+      yield* sql.withTransaction(Effect.gen(function*() {
+        yield* lockIds(batches.map((b) => `audience:${b.messageId}`))
+        // Large cohorts: insert in slices so one statement stays well under the driver's parameter limit.
+        for (let i = 0; i < unique.length; i += 2000) {
+          const done = yield* sql<{ event_id: string }>`INSERT INTO tl_log ${sql.insert(unique.slice(i, i + 2000))}
+            ON CONFLICT (event_id) WHERE kind = 'audience' DO NOTHING RETURNING event_id`
+          inserted += done.length
+        }
+      }))
+      return inserted
+    }
+  )
+
+  return EventStore.of({ append, appendConsent, appendAudience, readAfter, byPositions, byEventId, startCursor })
 })
 
 /** The store on the current SQL client. */

@@ -333,8 +333,7 @@ export const make = Effect.gen(function*() {
       [] :
       yield* sql<{ identifier: string; key: string; value: unknown; at: Date }>`
       SELECT identifier, key, value, at FROM tl_traits
-      WHERE identifier = ANY(${contextKeys}::text[]) AND key IN ('$context.page_url', '$context.user_agent')
-      ORDER BY at`.pipe(Effect.flatMap(vault.openTraits))
+      WHERE identifier = ANY(${contextKeys}::text[]) ORDER BY at, key`.pipe(Effect.flatMap(vault.openTraits))
     const lastContextOf = (person: string | null) => {
       if (person === null) return undefined
       const mine = new Set([
@@ -348,6 +347,19 @@ export const make = Effect.gen(function*() {
         else ctx.userAgent = r.value
       }
       return Object.keys(ctx).length > 0 ? ctx : undefined
+    }
+    /** A person's durable traits (latest by event time), from every identifier of theirs. */
+    const traitsOf = (person: string | null, own: ReadonlyArray<string>) => {
+      const mine = new Set(own)
+      if (person !== null) {
+        for (const r of rows) if (r.person_id === person) mine.add(r.key)
+        for (const u of users) if (u.person_id === person) mine.add(`user:${u.user_id}`)
+      }
+      const traits: Record<string, unknown> = {}
+      for (const r of contextRows) {
+        if (mine.has(r.identifier) && !r.key.startsWith("$context.")) traits[r.key] = r.value
+      }
+      return traits
     }
     const out = new Map<string, Resolved>()
     for (const e of events) {
@@ -400,7 +412,8 @@ export const make = Effect.gen(function*() {
         phoneSha256: ids.filter((i) => i.kind === "phone").map(hashOf),
         clickIds,
         clickIdsSeenAt,
-        ...((ctx) => (ctx !== undefined ? { lastContext: ctx } : {}))(lastContextOf(person))
+        ...((ctx) => (ctx !== undefined ? { lastContext: ctx } : {}))(lastContextOf(person)),
+        traits: traitsOf(person, mine.map((i) => i.key))
       }
       const keys = [...ids.map((i) => i.key), ...(userId !== undefined ? [`user:${userId}`] : [])]
       out.set(e.position, { identity, keys })
@@ -438,12 +451,15 @@ export const make = Effect.gen(function*() {
     for (const [purpose, c] of Object.entries(state)) {
       consent[purpose] = { granted: c.granted, at: new Date(c.at).toISOString(), source: c.source }
     }
+    const audiences = yield* sql<{ audience_key: string }>`
+      SELECT DISTINCT audience_key FROM tl_audience_members WHERE identifier = ANY(${keys}::text[]) AND member
+      ORDER BY audience_key`
     return {
       person_id: personId,
       user_id: user?.user_id ?? null,
       traits,
       consent,
-      audiences: [],
+      audiences: audiences.map((a) => a.audience_key),
       identifiers: [
         ...(user ? [{ key: `user:${user.user_id}`, kind: "user", first_seen_at: "", last_seen_at: "" }] : []),
         ...ids.map((i) => ({

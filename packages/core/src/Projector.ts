@@ -6,7 +6,7 @@
  */
 import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Duration, Effect, Layer } from "effect"
-import { type Cursor, EventStore, origin, type StoredEvent } from "./EventStore.js"
+import { audienceOf, type Cursor, EventStore, origin, type StoredEvent } from "./EventStore.js"
 import { identifiersOf, IdentityGraph } from "./Identity.js"
 import { purgeErasedIn } from "./internal/erasure.js"
 import { TrackLayerConfig } from "./TrackLayerConfig.js"
@@ -94,6 +94,31 @@ export const make = Effect.gen(function*() {
         yield* sql`INSERT INTO tl_traits ${sql.insert(sealedTraits)}
           ON CONFLICT (identifier, key) DO UPDATE SET value = EXCLUDED.value, at = EXCLUDED.at
           WHERE tl_traits.at <= EXCLUDED.at`
+      }
+      // Audience membership: latest by the source's computed time, whatever order the batches arrive in.
+      const members = new Map<
+        string,
+        { audience_key: string; identifier: string; audience_name: string; member: boolean; at: Date }
+      >()
+      for (const e of events) {
+        const a = audienceOf(e)
+        if (a === undefined || e.event.user_id === undefined) continue
+        const row = {
+          audience_key: a.audience_key,
+          identifier: `user:${e.event.user_id}`,
+          audience_name: a.audience_name,
+          member: a.member,
+          at: new Date(e.event.timestamp)
+        }
+        const id = `${row.audience_key}\u0000${row.identifier}`
+        const prev = members.get(id)
+        if (!prev || prev.at.getTime() <= row.at.getTime()) members.set(id, row)
+      }
+      if (members.size > 0) {
+        yield* sql`INSERT INTO tl_audience_members ${sql.insert([...members.values()])}
+          ON CONFLICT (audience_key, identifier) DO UPDATE SET member = EXCLUDED.member, at = EXCLUDED.at,
+            audience_name = EXCLUDED.audience_name
+          WHERE tl_audience_members.at <= EXCLUDED.at`
       }
       yield* purgeErasedIn(events)
       yield* sql`UPDATE tl_subscriptions SET cursor_tx = ${last.tx}::xid8, cursor_pos = ${last.position}::bigint,

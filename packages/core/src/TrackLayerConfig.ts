@@ -5,6 +5,7 @@
 import { Config, Context, Data, Duration } from "effect"
 import * as Consent from "./Consent.js"
 import { type DestinationInstance, PLUGIN_API_VERSION, satisfies } from "./Destination.js"
+import type { SourceInstance } from "./Source.js"
 import type { EventDefinition, Vocabulary } from "./Vocabulary.js"
 
 /** Delivery tuning shared by every destination (each has sensible defaults). */
@@ -23,6 +24,50 @@ export interface DeliveryOptions {
   readonly requestTimeout?: Duration.DurationInput
 }
 
+/**
+ * Where one inbound audience goes (docs/cohort-exchange.md): the destinations that receive its members, each with
+ * its own audience id there, under the destination's consent purposes (or `purposes`).
+ */
+export interface AudienceRoute {
+  /** The audience as its source keys it (Amplitude: the cohort id). */
+  readonly key: string
+  /** Destination instance id → the destination's audience id (Meta custom audience id, Google user list id, LinkedIn DMP segment id, HubSpot contact property). */
+  readonly destinations: Readonly<Record<string, string>>
+  /** Consent purposes a member needs for this audience (default: each destination's own purposes). */
+  readonly purposes?: ReadonlyArray<string>
+}
+
+/** What a derived trait rule sees about a person (docs/cohort-exchange.md#derived-states). */
+export interface PersonState {
+  readonly userId?: string
+  readonly deviceId?: string
+  /** Durable traits, latest value by event time. */
+  readonly traits: Readonly<Record<string, unknown>>
+  /** Each configured purpose → granted now. */
+  readonly consent: Readonly<Record<string, boolean>>
+  /** How many distinct emails / phones (raw or hashed) and which click id names are known. */
+  readonly identifiers: {
+    readonly emails: number
+    readonly phones: number
+    readonly clickIds: ReadonlyArray<string>
+  }
+  /** Keys of the audiences the person is a member of now. */
+  readonly audiences: ReadonlyArray<string>
+}
+
+/**
+ * Durable trait sync to a destination's user-state capability (Amplitude Identify): the allowlisted traits and
+ * derived states, sent only when a value changes compared with the last synced one.
+ */
+export interface TraitSyncConfig {
+  /** The destination instance (its plugin must offer `userState`). */
+  readonly destination: string
+  /** Durable traits synced as they are (`plan`, `lifecycle_stage`, …). */
+  readonly traits: ReadonlyArray<string>
+  /** Derived user properties: name → rule over the person's state (`meta_eligible`, `high_match_quality`, …). */
+  readonly derived?: Readonly<Record<string, (person: PersonState) => unknown>>
+}
+
 /** What `tracklayer.config.ts` default-exports. */
 export interface TrackLayerConfigInput {
   readonly vocabulary: Vocabulary
@@ -37,6 +82,12 @@ export interface TrackLayerConfigInput {
    * docs/privacy.md). Validated at startup; NOT enforced yet (no purge job): a warning says so at startup.
    */
   readonly retention?: Readonly<Partial<Record<RetentionKind, Duration.DurationInput>>>
+  /** Inbound sources (e.g. Amplitude cohort webhooks), served at `POST /v1/sources/<id>`. */
+  readonly sources?: ReadonlyArray<SourceInstance>
+  /** Audience routing: which destinations receive each inbound audience. */
+  readonly audiences?: ReadonlyArray<AudienceRoute>
+  /** Durable trait sync (TrackLayer state out to Amplitude as user properties). */
+  readonly traitSync?: TraitSyncConfig
 }
 
 /** The resolved configuration. */
@@ -47,6 +98,9 @@ export interface ResolvedConfig {
   readonly consent: Consent.ConsentPolicy
   /** Retention per log kind, for the kinds the operator set (empty: keep everything). */
   readonly retention: Readonly<Partial<Record<RetentionKind, Duration.Duration>>>
+  readonly sources: ReadonlyArray<SourceInstance>
+  readonly audiences: ReadonlyArray<AudienceRoute>
+  readonly traitSync?: TraitSyncConfig
   readonly delivery: {
     readonly maxAttempts: number
     readonly maxRetryAge: Duration.Duration
@@ -233,7 +287,10 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
       }
     }
   }
+  const exchange = resolveExchange(c, consent.right.purposes)
+  if (exchange instanceof ConfigError) return exchange
   return {
+    ...exchange,
     consent: consent.right,
     // Without a prototype, a lookup by an event name a producer sent ("toString", "constructor") finds nothing
     // instead of an Object.prototype member.
@@ -243,4 +300,131 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
     delivery: delivery as ResolvedConfig["delivery"],
     retention
   }
+}
+
+const TRAIT = /^[A-Za-z_$][A-Za-z0-9_.:$ -]{0,127}$/
+
+/** Checks sources, audience routing and trait sync against the destinations. */
+const resolveExchange = (
+  c: Partial<TrackLayerConfigInput>,
+  purposes: ReadonlyArray<string>
+): Pick<ResolvedConfig, "sources" | "audiences" | "traitSync"> | ConfigError => {
+  const destinations = new Map((c.destinations ?? []).map((d) => [d.id, d]))
+  const sources = c.sources ?? []
+  if (!Array.isArray(sources)) return new ConfigError({ field: "sources", detail: "must be an array of sources" })
+  const seen = new Set<string>()
+  for (const [i, s] of sources.entries()) {
+    const field = `sources[${i}]`
+    if (typeof s?.id !== "string" || !ID.test(s.id)) {
+      return new ConfigError({ field: `${field}.id`, detail: "must match /^[a-z][a-z0-9_-]{0,62}$/" })
+    }
+    if (seen.has(s.id)) return new ConfigError({ field: `${field}.id`, detail: `duplicate source id "${s.id}"` })
+    seen.add(s.id)
+    const p = s.plugin
+    if (typeof p?.receive !== "function") {
+      return new ConfigError({ field: `${field}.plugin`, detail: "is not a source plugin" })
+    }
+    if (typeof p.pluginApi !== "string" || !satisfies(PLUGIN_API_VERSION, p.pluginApi)) {
+      return new ConfigError({
+        field: `${field}.plugin`,
+        detail: `${p.name}@${p.version} supports plugin API ${p.pluginApi}, but this TrackLayer implements ` +
+          `${PLUGIN_API_VERSION}`
+      })
+    }
+    if (!Config.isConfig(s.settings)) {
+      return new ConfigError({
+        field: `${field}.settings`,
+        detail: "must be a Config read from the environment (e.g. AmplitudeCohorts.settingsFromEnv())"
+      })
+    }
+  }
+  const audiences = c.audiences ?? []
+  if (!Array.isArray(audiences)) {
+    return new ConfigError({ field: "audiences", detail: "must be an array of { key, destinations }" })
+  }
+  const keys = new Set<string>()
+  for (const [i, a] of audiences.entries()) {
+    const field = `audiences[${i}]`
+    if (typeof a?.key !== "string" || a.key.trim() === "" || a.key.length > 256) {
+      return new ConfigError({
+        field: `${field}.key`,
+        detail: "must be the audience's key at its source (1–256 characters)"
+      })
+    }
+    if (keys.has(a.key)) return new ConfigError({ field: `${field}.key`, detail: `duplicate audience "${a.key}"` })
+    keys.add(a.key)
+    if (typeof a.destinations !== "object" || a.destinations === null || Object.keys(a.destinations).length === 0) {
+      return new ConfigError({
+        field: `${field}.destinations`,
+        detail: "must map at least one destination id to its audience id there"
+      })
+    }
+    for (const [id, audienceId] of Object.entries(a.destinations)) {
+      const d = destinations.get(id)
+      if (d === undefined) {
+        return new ConfigError({
+          field: `${field}.destinations.${id}`,
+          detail: `no destination "${id}" (known: ${[...destinations.keys()].join(", ")})`
+        })
+      }
+      if (d.plugin.audiences === undefined) {
+        return new ConfigError({
+          field: `${field}.destinations.${id}`,
+          detail: `${d.plugin.name}@${d.plugin.version} does not accept audiences`
+        })
+      }
+      if (typeof audienceId !== "string" || audienceId.trim() === "") {
+        return new ConfigError({
+          field: `${field}.destinations.${id}`,
+          detail: "must be the audience id at the destination (a non-empty string)"
+        })
+      }
+    }
+    for (const p of a.purposes ?? []) {
+      if (!purposes.includes(p)) {
+        return new ConfigError({
+          field: `${field}.purposes`,
+          detail: `"${p}" is not a consent purpose (known: ${purposes.join(", ")})`
+        })
+      }
+    }
+  }
+  const t = c.traitSync
+  if (t === undefined) return { sources, audiences }
+  const d = destinations.get(t.destination)
+  if (d === undefined) {
+    return new ConfigError({
+      field: "traitSync.destination",
+      detail: `no destination "${String(t.destination)}" (known: ${[...destinations.keys()].join(", ")})`
+    })
+  }
+  if (d.plugin.userState === undefined) {
+    return new ConfigError({
+      field: "traitSync.destination",
+      detail: `${d.plugin.name}@${d.plugin.version} has no user-state capability (trait sync needs one)`
+    })
+  }
+  if (!Array.isArray(t.traits)) {
+    return new ConfigError({ field: "traitSync.traits", detail: "must be an array of trait names" })
+  }
+  for (const [i, name] of t.traits.entries()) {
+    if (typeof name !== "string" || !TRAIT.test(name) || name.startsWith("$")) {
+      return new ConfigError({ field: `traitSync.traits[${i}]`, detail: `${JSON.stringify(name)} is not a trait name` })
+    }
+  }
+  for (const [name, rule] of Object.entries(t.derived ?? {})) {
+    if (!TRAIT.test(name) || name.startsWith("$")) {
+      return new ConfigError({ field: `traitSync.derived.${name}`, detail: "is not a user property name" })
+    }
+    if (typeof rule !== "function") {
+      return new ConfigError({ field: `traitSync.derived.${name}`, detail: "must be a function (person) => value" })
+    }
+    if (t.traits.includes(name)) {
+      return new ConfigError({
+        field: `traitSync.derived.${name}`,
+        detail: "is also a synced trait; pick another name"
+      })
+    }
+  }
+  return { sources, audiences, traitSync: t }
 }

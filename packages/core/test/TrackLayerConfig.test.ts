@@ -132,8 +132,8 @@ describe("TrackLayerConfig.resolve", () => {
       scenario: "plugin built for plugin API 2",
       input: { ...base, destinations: [instance("amplitude", { plugin: plugin({ pluginApi: "^2.0.0" }) })] },
       field: "destinations[0].plugin",
-      detail: "@tracklayer/plugin-test@1.2.3 supports plugin API ^2.0.0, but this TrackLayer implements 1.1.0; " +
-        "install a version of @tracklayer/plugin-test built for plugin API 1.1.0"
+      detail: "@tracklayer/plugin-test@1.2.3 supports plugin API ^2.0.0, but this TrackLayer implements 1.2.0; " +
+        "install a version of @tracklayer/plugin-test built for plugin API 1.2.0"
     },
     {
       scenario: "plugin without a pluginApi range",
@@ -142,8 +142,8 @@ describe("TrackLayerConfig.resolve", () => {
         destinations: [instance("amplitude", { plugin: { ...plugin(), pluginApi: undefined as unknown as string } })]
       },
       field: "destinations[0].plugin",
-      detail: "@tracklayer/plugin-test@1.2.3 supports plugin API undefined, but this TrackLayer implements 1.1.0; " +
-        "install a version of @tracklayer/plugin-test built for plugin API 1.1.0"
+      detail: "@tracklayer/plugin-test@1.2.3 supports plugin API undefined, but this TrackLayer implements 1.2.0; " +
+        "install a version of @tracklayer/plugin-test built for plugin API 1.2.0"
     },
     {
       scenario: "destination routing an event outside the vocabulary",
@@ -186,11 +186,11 @@ describe("TrackLayerConfig.resolve", () => {
     })
   }
 
-  it("the plugin API mismatch message names 1.1.0 and the plugin", () => {
+  it("the plugin API mismatch message names 1.2.0 and the plugin", () => {
     const meta = plugin({ name: "@acme/plugin-meta", pluginApi: "^2.0.0" })
     const e = fails({ ...base, destinations: [instance("amplitude"), instance("meta", { plugin: meta })] })
     assert.strictEqual(e.field, "destinations[1].plugin")
-    assert.include(e.message, "implements 1.1.0")
+    assert.include(e.message, "implements 1.2.0")
     assert.include(e.message, "@acme/plugin-meta@1.2.3 supports plugin API ^2.0.0")
   })
 })

@@ -13,6 +13,7 @@ import {
   Identity,
   Ingest,
   Preview,
+  Source,
   TrackLayerConfig
 } from "@tracklayer/core"
 import { Chunk, Data, Effect, Option, Stream } from "effect"
@@ -54,7 +55,7 @@ const authorize = (kind: "write" | "admin") =>
   })
 
 /** Reads the body up to `limit` bytes; a longer one is a 413 without reading the rest. */
-const readBody = (limit: number) =>
+const readBody = (limit: number, label = "1 MiB") =>
   Effect.gen(function*() {
     const req = yield* HttpServerRequest.HttpServerRequest
     const declared = req.headers["content-length"]
@@ -62,14 +63,16 @@ const readBody = (limit: number) =>
       return yield* failure(
         413,
         "payload_too_large",
-        `request body is ${declared} bytes; the limit is ${limit} bytes (1 MiB)`
+        `request body is ${declared} bytes; the limit is ${limit} bytes (${label})`
       )
     }
     const chunks = yield* req.stream.pipe(
       Stream.mapError(() => failure(400, "bad_request", "could not read the request body")),
       Stream.mapAccumEffect(0, (total, chunk: Uint8Array) =>
         total + chunk.length > limit
-          ? Effect.fail(failure(413, "payload_too_large", `request body exceeds the limit of ${limit} bytes (1 MiB)`))
+          ? Effect.fail(
+            failure(413, "payload_too_large", `request body exceeds the limit of ${limit} bytes (${label})`)
+          )
           : Effect.succeed([total + chunk.length, chunk] as const)),
       Stream.runCollect
     )
@@ -242,6 +245,42 @@ const previewHandler = Effect.gen(function*() {
   return yield* HttpServerResponse.json({ destination: body.destination, results })
 })
 
+/**
+ * `POST /v1/sources/:id`: an inbound source (e.g. Amplitude cohort webhooks). The source plugin authenticates the
+ * request (its shared secret header) and parses it; the member changes are appended durably before the 200, and a
+ * retried message (same message id) is answered 200 without being stored again.
+ */
+const sourceHandler = Effect.gen(function*() {
+  const params = yield* HttpRouter.params
+  const id = params["id"] ?? ""
+  const sources = yield* Source.Sources
+  const plugin = sources.plugins.get(id)
+  if (plugin === undefined) {
+    const known = [...sources.plugins.keys()].join(", ") || "none configured"
+    return yield* failure(404, "not_found", `no source "${id}" (${known})`)
+  }
+  const req = yield* HttpServerRequest.HttpServerRequest
+  const body = yield* readBody(plugin.maxBodyBytes, `${Math.round(plugin.maxBodyBytes / 1048576)} MiB`)
+  const headers: Record<string, string | undefined> = {}
+  for (const [k, v] of Object.entries(req.headers)) headers[k.toLowerCase()] = typeof v === "string" ? v : undefined
+  const received = yield* sources.receive(id, { headers, body }).pipe(
+    Effect.catchTag(
+      "SourceRequestError",
+      (e) =>
+        Effect.fail(
+          failure(
+            e.status,
+            e.status === 401 ? "unauthorized" : e.status === 413 ? "payload_too_large" : "bad_request",
+            `${e.field}: ${e.message}`
+          )
+        )
+    ),
+    Effect.tapError((e) => (e._tag === "SqlError" ? Effect.logError("source: store failure", e) : Effect.void)),
+    Effect.mapError((e) => (e._tag === "HttpFailure" ? e : unavailable()))
+  )
+  return yield* HttpServerResponse.json(received)
+})
+
 const destinationsHandler = Effect.gen(function*() {
   yield* authorize("admin")
   const delivery = yield* Delivery.Delivery
@@ -257,7 +296,8 @@ export const router = HttpRouter.empty.pipe(
   HttpRouter.get("/v1/destinations", destinationsHandler),
   HttpRouter.get("/v1/people/:id", personHandler),
   HttpRouter.post("/v1/preview", previewHandler),
-  HttpRouter.del("/v1/people/:id", erasePersonHandler)
+  HttpRouter.del("/v1/people/:id", erasePersonHandler),
+  HttpRouter.post("/v1/sources/:id", sourceHandler)
 )
 
 /** The HTTP app: typed failures become JSON errors; unknown routes a JSON 404. */

@@ -14,7 +14,9 @@ import {
   Ingest,
   Projector,
   Retention,
+  Source,
   TrackLayerConfig,
+  TraitSync,
   Vault
 } from "@tracklayer/core"
 import { Effect, Layer } from "effect"
@@ -44,7 +46,14 @@ export const pipeline = <E, R>(
   )
   // The projector folds the log into identity and consent state; delivery reads only what it has folded.
   const projected = Projector.layer.pipe(Layer.provideMerge(base), Layer.provide(configLayer))
-  const services = Layer.mergeAll(Ingest.layer, Delivery.layer, Erasure.layer, Retention.layer).pipe(
+  const services = Layer.mergeAll(
+    Ingest.layer,
+    Delivery.layer,
+    Erasure.layer,
+    Retention.layer,
+    Source.layer,
+    TraitSync.layer
+  ).pipe(
     Layer.provideMerge(projected),
     Layer.provide(NodeHttpClient.layerUndici),
     Layer.provide(configLayer)

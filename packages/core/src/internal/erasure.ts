@@ -10,7 +10,9 @@ import { identifiersOf } from "../Identity.js"
 
 /**
  * Deletes the projection rows of people (by person id) and of identifier keys: identifiers (raw and hashed), the
- * edges that join them, traits and consent choices recorded under them, and the people rows. Returns the number of
+ * edges that join them, traits, consent choices, audience memberships and synced trait values recorded under them,
+ * and the people rows. (`tl_audience_sync` is kept: it records what a destination was told, and the erasure is
+ * forwarded to the destinations separately.) Returns the number of
  * identifier keys removed.
  */
 export const purgePeople = (personIds: ReadonlyArray<string>, keys: ReadonlyArray<string>) =>
@@ -23,6 +25,8 @@ export const purgePeople = (personIds: ReadonlyArray<string>, keys: ReadonlyArra
       yield* sql`DELETE FROM tl_identity_edges WHERE a = ANY(${all}::text[]) OR b = ANY(${all}::text[])`
       yield* sql`DELETE FROM tl_traits WHERE identifier = ANY(${all}::text[])`
       yield* sql`DELETE FROM tl_consent_choices WHERE identifier = ANY(${all}::text[])`
+      yield* sql`DELETE FROM tl_audience_members WHERE identifier = ANY(${all}::text[])`
+      yield* sql`DELETE FROM tl_trait_sync WHERE identifier = ANY(${all}::text[])`
       yield* sql`DELETE FROM tl_identifiers WHERE key = ANY(${all}::text[])`
     }
     if (personIds.length > 0) yield* sql`DELETE FROM tl_people WHERE person_id = ANY(${personIds}::text[])`
@@ -41,6 +45,7 @@ export const purgeErasedIn = (events: ReadonlyArray<StoredEvent>) =>
     const erasureIds = new Set<string>()
     for (const e of events) {
       if (e.kind === "erasure") erasureIds.add(e.eventId)
+      if (e.kind === "audience") keys.add(e.personKey)
       if (e.kind !== "track") continue
       keys.add(e.personKey)
       for (const i of identifiersOf(e.event)) keys.add(i.key)

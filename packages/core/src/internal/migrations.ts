@@ -187,10 +187,46 @@ const m0004 = Effect.gen(function*() {
   yield* sql`CREATE INDEX tl_erasure_forwards_erasure ON tl_erasure_forwards (erasure_id)`
 })
 
+const m0005 = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  // Audience events (kind 'audience', one per member of an inbound cohort batch) are idempotent by their id
+  // (`<message id>:<user id>`), so a retried webhook is stored once.
+  yield* sql`CREATE UNIQUE INDEX tl_log_audience_id ON tl_log (event_id) WHERE kind = 'audience'`
+  // Audience membership (a projection of the audience events): latest by the source's computed time.
+  yield* sql`CREATE TABLE tl_audience_members (
+    audience_key text NOT NULL,
+    identifier text NOT NULL,
+    audience_name text NOT NULL,
+    member boolean NOT NULL,
+    at timestamptz NOT NULL,
+    PRIMARY KEY (audience_key, identifier)
+  )`
+  yield* sql`CREATE INDEX tl_audience_members_identifier ON tl_audience_members (identifier)`
+  // What each destination was last told about each member (written when the destination accepted it), so a
+  // retried webhook, a replay or a consent change sends only the adds and removes that change something.
+  yield* sql`CREATE TABLE tl_audience_sync (
+    destination text NOT NULL,
+    audience_key text NOT NULL,
+    identifier text NOT NULL,
+    member boolean NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (destination, audience_key, identifier)
+  )`
+  // The trait values last synced to a destination's user-state capability (Amplitude Identify), per person.
+  yield* sql`CREATE TABLE tl_trait_sync (
+    destination text NOT NULL,
+    identifier text NOT NULL,
+    traits jsonb NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (destination, identifier)
+  )`
+})
+
 /** Migration id_name → effect, in order. */
 export const migrations = {
   "0001_event_log": m0001,
   "0002_identity_consent": m0002,
   "0003_adjustments": m0003,
-  "0004_privacy": m0004
+  "0004_privacy": m0004,
+  "0005_audiences": m0005
 }

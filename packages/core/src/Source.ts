@@ -1,0 +1,156 @@
+/**
+ * Source plugins (plugin API 1.2): inbound data other than `POST /v1/events`. A source receives HTTP requests at
+ * `POST /v1/sources/<instance id>`, authenticates them itself (a shared secret in a header, compared in constant
+ * time) and turns each into audience membership batches. The core appends each batch durably to the log as
+ * `audience` events (one per member, idempotent by the batch's message id) before answering 200, and the projector
+ * and delivery take it from there (docs/cohort-exchange.md).
+ */
+import type { SqlError } from "@effect/sql"
+import type { Config, Scope } from "effect"
+import { Context, Effect, Either, Layer, ParseResult, Schema } from "effect"
+import { EventStore } from "./EventStore.js"
+import { ConfigError, TrackLayerConfig } from "./TrackLayerConfig.js"
+
+/** One inbound audience batch: members entering or leaving one audience. */
+export interface AudienceBatch {
+  /**
+   * The message's dedup id (Amplitude's `message_id`, or a digest of the message when the sender gives none). A
+   * batch whose id was already stored is answered 200 and not stored again.
+   */
+  readonly messageId: string
+  /** The audience as the source names it: a stable key (Amplitude cohort id) and a display name. */
+  readonly audience: { readonly key: string; readonly name: string }
+  /** Epoch ms when the source computed the membership. */
+  readonly at: number
+  /** The members and, for each, whether they are in the audience now. */
+  readonly members: ReadonlyArray<{ readonly userId: string; readonly member: boolean }>
+}
+
+/** Why an inbound request was refused (the gateway answers `status` with this message, naming `field`). */
+export class SourceRequestError extends Schema.TaggedError<SourceRequestError>()("SourceRequestError", {
+  status: Schema.Literal(400, 401, 413),
+  field: Schema.String,
+  message: Schema.String
+}) {}
+
+/** One inbound HTTP request as a source sees it. */
+export interface SourceRequest {
+  /** Header names in lower case. */
+  readonly headers: Readonly<Record<string, string | undefined>>
+  /** The raw body (already within `maxBodyBytes`). */
+  readonly body: string
+}
+
+/** A source plugin (the value a source plugin package exports). */
+export interface SourcePlugin<S = any> {
+  /** Package name, e.g. `@tracklayer/plugin-amplitude-cohorts`. */
+  readonly name: string
+  readonly version: string
+  /** The plugin-API versions it supports, as a range: `^1.2.0`. */
+  readonly pluginApi: string
+  /** Decodes settings; secrets as `Redacted`. */
+  readonly settings: Schema.Schema<S, any>
+  /** Largest body accepted (bytes); larger requests get 413. */
+  readonly maxBodyBytes: number
+  /** Authenticates and parses one request (pure apart from reading the clock for a default time). */
+  readonly receive: (
+    request: SourceRequest,
+    settings: S
+  ) => Either.Either<ReadonlyArray<AudienceBatch>, SourceRequestError>
+  /** A local stand-in for the sender (e.g. Amplitude posting cohort webhooks), for tests and demos. */
+  readonly sandbox?: (
+    options: { readonly port?: number }
+  ) => Effect.Effect<{ readonly url: string }, never, Scope.Scope>
+}
+
+/** A configured source: a plugin, an instance id (its URL path), and its settings read through `Config`. */
+export interface SourceInstance<S = any> {
+  readonly id: string
+  readonly plugin: SourcePlugin<S>
+  readonly settings: Config.Config<unknown>
+}
+
+/** Builds a source instance (type helper for config modules). */
+export const instance = <S>(i: SourceInstance<S>): SourceInstance<S> => i
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The sources service: validates each source's settings at startup and stores what they receive.
+// ---------------------------------------------------------------------------------------------------------------------
+
+/** What `receive` answered: how many member changes were new, and how many were already stored. */
+export interface Received {
+  readonly source: string
+  readonly batches: number
+  readonly members: number
+  readonly stored: number
+  readonly duplicates: number
+}
+
+/** The configured sources. */
+export class Sources extends Context.Tag("@tracklayer/core/Sources")<Sources, {
+  /** Source id → the plugin (for the body limit). */
+  readonly plugins: ReadonlyMap<string, SourcePlugin>
+  /** Authenticates, parses and durably appends one inbound request. */
+  readonly receive: (
+    id: string,
+    request: SourceRequest
+  ) => Effect.Effect<Received, SourceRequestError | SqlError.SqlError>
+}>() {}
+
+/** Builds the service: a bad setting fails startup with the field it is in. */
+export const make = Effect.gen(function*() {
+  const config = yield* TrackLayerConfig
+  const store = yield* EventStore
+  const resolved = new Map<string, { plugin: SourcePlugin; settings: unknown }>()
+  for (const [i, s] of config.sources.entries()) {
+    const raw = yield* s.settings.pipe(
+      Effect.mapError((e) =>
+        new ConfigError({
+          field: `sources[${i}] (${s.id}).settings`,
+          detail: String(e).replace(
+            /at ([A-Za-z0-9_.]+):/g,
+            (_, p: string) => `at ${p.replaceAll(".", "_")} (environment variable):`
+          )
+        })
+      )
+    )
+    const settings = yield* Schema.decodeUnknown(s.plugin.settings, { errors: "all", onExcessProperty: "error" })(raw)
+      .pipe(
+        Effect.mapError((e) => {
+          const issues = ParseResult.ArrayFormatter.formatErrorSync(e)
+          const first = issues[0]
+          return new ConfigError({
+            field: `sources[${i}] (${s.id}).settings${first ? "." + first.path.join(".") : ""}`,
+            detail: issues.map((x) => `${x.path.join(".") || "(settings)"}: ${x.message}`).join("; ")
+          })
+        })
+      )
+    resolved.set(s.id, { plugin: s.plugin, settings })
+  }
+  const receive = (id: string, request: SourceRequest) =>
+    Effect.gen(function*() {
+      const s = resolved.get(id)
+      if (s === undefined) {
+        return yield* new SourceRequestError({ status: 400, field: "source", message: `no source "${id}"` })
+      }
+      const batches = yield* Either.try(() => s.plugin.receive(request, s.settings)).pipe(
+        Either.flatMap((x) => x),
+        Either.mapLeft((e) =>
+          e instanceof SourceRequestError
+            ? e
+            : new SourceRequestError({
+              status: 400,
+              field: "body",
+              message: `could not read the request: ${String(e)}`
+            })
+        )
+      )
+      const members = batches.reduce((n, b) => n + b.members.length, 0)
+      const stored = yield* store.appendAudience(batches, id)
+      return { source: id, batches: batches.length, members, stored, duplicates: members - stored }
+    })
+  return Sources.of({ plugins: new Map([...resolved].map(([k, v]) => [k, v.plugin])), receive })
+})
+
+/** The sources of the config (needs the event store). */
+export const layer = Layer.effect(Sources, make)
