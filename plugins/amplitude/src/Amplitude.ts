@@ -6,6 +6,9 @@
  * only the throttled users and devices, 5xx and transport errors are retryable (safe: every event carries our dedup
  * key as `insert_id`). The api key travels in the request body, so no request is ever echoed and every response
  * excerpt is redacted before it reaches an outcome or an error.
+ *
+ * `userState` (plugin API 1.2) syncs durable traits through the Identify API (`POST /identify`, form-encoded), as
+ * `$set` / `$unset` operations; an instance configured with `traits` sends no `user_properties` on its events.
  */
 import type { HttpClientError } from "@effect/platform"
 import { HttpClient, HttpClientRequest } from "@effect/platform"
@@ -29,11 +32,15 @@ export const AMPLITUDE_HTTP_API = "2"
 export const DEFAULT_ENDPOINT = `https://api2.amplitude.com/${AMPLITUDE_HTTP_API}/httpapi`
 /** EU data-residency endpoint. */
 export const EU_ENDPOINT = `https://api.eu.amplitude.com/${AMPLITUDE_HTTP_API}/httpapi`
+/** Default (US) Identify API endpoint (derived from `DEFAULT_ENDPOINT` by `identifyEndpoint`). */
+export const DEFAULT_IDENTIFY_ENDPOINT = "https://api2.amplitude.com/identify"
+/** EU data-residency Identify API endpoint (derived from `EU_ENDPOINT` by `identifyEndpoint`). */
+export const EU_IDENTIFY_ENDPOINT = "https://api.eu.amplitude.com/identify"
 
 /** Package name (matches package.json). */
 export const PLUGIN_NAME = "@tracklayer/plugin-amplitude"
 /** Package version (matches package.json; a test keeps them equal). */
-export const PLUGIN_VERSION = "0.1.0"
+export const PLUGIN_VERSION = "0.2.0"
 /** Value of the `library` field on every event. */
 export const LIBRARY = "tracklayer"
 
@@ -49,6 +56,14 @@ export const DAILY_QUOTA_PAUSE_MS = 3_600_000
 export const MAX_BODY_EXCERPT = 2000
 /** Most HTTP requests one `send` call makes (follow-ups after 400/429 and 413 splits included). */
 export const MAX_REQUESTS_PER_SEND = 64
+/** How long to wait after an Identify API 429 (Amplitude: "pause … for 15 seconds before retrying"). */
+export const IDENTIFY_THROTTLE_PAUSE_MS = 15_000
+/** Identifications per Identify API request (Amplitude documents none; half the HTTP API's 2000 events). */
+export const MAX_IDENTIFICATIONS_PER_REQUEST = 1000
+/** Form-encoded bytes per Identify API request: under the 1 MB Amplitude allows its ingestion requests. */
+export const MAX_IDENTIFY_BODY_BYTES = 900_000
+/** The value `$unset` takes for each property (Amplitude's example: `{"$unset": {"oldProperty": "-"}}`). */
+export const UNSET_VALUE = "-"
 
 /** IDs Amplitude always refuses (compared trimmed and case-insensitively). */
 export const BLOCKED_IDS: ReadonlyArray<string> = [
@@ -331,6 +346,7 @@ export const transform = (
   }
   const properties = e.properties ?? {}
   const eventProperties = { ...(truncateDeep(properties) as Record<string, unknown>), ...experimentProperties(event) }
+  // An empty allowlist (always so when the instance syncs traits through the Identify API) sends no user_properties.
   const userProperties: Record<string, unknown> = {}
   for (const key of settings.userPropertiesAllowlist) {
     const v = e.user_properties?.[key]
@@ -375,9 +391,12 @@ export const transform = (
 // Send
 // ---------------------------------------------------------------------------------------------------------------
 
-/** `options.min_id_length` for a request: the shortest id in it, when below Amplitude's default of 5. */
+/**
+ * `options.min_id_length` for a request (events or identifications): the shortest id in it, when below Amplitude's
+ * default of 5.
+ */
 export const minIdLengthOption = (
-  events: ReadonlyArray<AmplitudeEvent>
+  events: ReadonlyArray<{ readonly user_id?: string | undefined; readonly device_id?: string | undefined }>
 ): { readonly min_id_length: number } | undefined => {
   let shortest = Number.POSITIVE_INFINITY
   for (const e of events) {
@@ -669,17 +688,300 @@ export const send = Effect.fn("Amplitude.send")(function*(
 })
 
 // ---------------------------------------------------------------------------------------------------------------
+// User state: trait sync through the Identify API (plugin API 1.2)
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * The Identify API endpoint for an HTTP API endpoint: `…/2/httpapi` becomes `…/identify` on the same base (so the EU
+ * endpoint gives the EU Identify API and a sandbox its own); any other path gives `<origin>/identify`.
+ */
+export const identifyEndpoint = (endpoint: string): string => {
+  const url = new URL(endpoint)
+  const base = /\/2\/httpapi\/?$/.test(url.pathname) ? url.pathname.replace(/\/2\/httpapi\/?$/, "") : ""
+  return `${url.origin}${base}/identify`
+}
+
+/** One identification exactly as sent to the Identify API: ids and `$set` / `$unset` operations only. */
+export interface AmplitudeIdentification {
+  readonly user_id?: string
+  readonly device_id?: string
+  /** Omitted when nothing changes; an empty operation is omitted. */
+  readonly user_properties?: {
+    readonly $set?: Readonly<Record<string, unknown>>
+    readonly $unset?: Readonly<Record<string, typeof UNSET_VALUE>>
+  }
+}
+
+/** Sets an own property (also for keys like `__proto__`, which plain assignment would not store). */
+const setOwn = (target: Record<string, unknown>, key: string, value: unknown) =>
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true })
+
+/**
+ * Pure: the identification for one trait update, or why it cannot be sent (`invalid`: no usable user_id or
+ * device_id, by the same rules as events). Values are cut to 1024 characters; a `null` value is an unset; a key
+ * both set and unset is set (the newer value).
+ */
+export const identification = (
+  update: Destination.UserStateUpdate,
+  settings: Settings
+): Either.Either<AmplitudeIdentification, Destination.SkipReason> => {
+  const userId = idProblem(update.userId, settings.minIdLength) === undefined ? update.userId : undefined
+  const deviceId = idProblem(update.deviceId, settings.minIdLength) === undefined ? update.deviceId : undefined
+  if (userId === undefined && deviceId === undefined) {
+    return Either.left(
+      new Destination.SkipReason({
+        reason: "invalid",
+        detail: `Amplitude needs a valid user_id or device_id: user_id ${
+          idProblem(update.userId, settings.minIdLength)
+        }; device_id ${idProblem(update.deviceId, settings.minIdLength)}`
+      })
+    )
+  }
+  const $set: Record<string, unknown> = {}
+  const $unset: Record<string, typeof UNSET_VALUE> = {}
+  for (const [key, value] of Object.entries(update.set)) {
+    if (value === undefined || value === null) setOwn($unset, key, UNSET_VALUE)
+    else setOwn($set, key, truncateDeep(value))
+  }
+  for (const key of update.unset) if (!Object.hasOwn($set, key)) setOwn($unset, key, UNSET_VALUE)
+  const hasSet = Object.keys($set).length > 0
+  const hasUnset = Object.keys($unset).length > 0
+  return Either.right({
+    ...(userId !== undefined ? { user_id: userId } : {}),
+    ...(deviceId !== undefined ? { device_id: deviceId } : {}),
+    ...(hasSet || hasUnset
+      ? { user_properties: { ...(hasSet ? { $set } : {}), ...(hasUnset ? { $unset } : {}) } }
+      : {})
+  })
+}
+
+/**
+ * The exact form body of one Identify API request: `api_key`, `identification` (always a JSON array) and, when an
+ * id is shorter than Amplitude's default of 5, `options` with `min_id_length` (as for events).
+ */
+export const identifyForm = (apiKey: string, identifications: ReadonlyArray<AmplitudeIdentification>): string => {
+  const form = new URLSearchParams()
+  form.set("api_key", apiKey)
+  form.set("identification", JSON.stringify(identifications))
+  const options = minIdLengthOption(identifications)
+  if (options !== undefined) form.set("options", JSON.stringify(options))
+  return form.toString()
+}
+
+/** Form-encoded length of one identification inside the `identification` array (with its comma). */
+const formLength = (i: AmplitudeIdentification): number =>
+  new URLSearchParams({ x: JSON.stringify(i) }).toString().length - 2 + 3
+
+/** Splits into requests of at most `MAX_IDENTIFICATIONS_PER_REQUEST` and about `MAX_IDENTIFY_BODY_BYTES`. */
+const identifyChunks = <A extends { readonly identification: AmplitudeIdentification }>(
+  items: ReadonlyArray<A>
+): ReadonlyArray<ReadonlyArray<A>> => {
+  const out: Array<ReadonlyArray<A>> = []
+  let current: Array<A> = []
+  let bytes = 0
+  for (const item of items) {
+    const size = formLength(item.identification)
+    if (
+      current.length > 0 &&
+      (current.length >= MAX_IDENTIFICATIONS_PER_REQUEST || bytes + size > MAX_IDENTIFY_BODY_BYTES)
+    ) {
+      out.push(current)
+      current = []
+      bytes = 0
+    }
+    current.push(item)
+    bytes += size
+  }
+  if (current.length > 0) out.push(current)
+  return out
+}
+
+interface IdentifyContext {
+  readonly settings: Settings
+  readonly apiKey: string
+  readonly url: string
+  /** Requests left in this `send` call. */
+  budget: number
+}
+
+const postIdentify = Effect.fn("Amplitude.identify")(
+  function*(identifications: ReadonlyArray<AmplitudeIdentification>, ctx: IdentifyContext) {
+    ctx.budget -= 1
+    const body = identifyForm(ctx.apiKey, identifications)
+    yield* Effect.annotateCurrentSpan({
+      "amplitude.identifications": identifications.length,
+      "amplitude.request_bytes": body.length
+    })
+    const transport = (error: HttpClientError.HttpClientError) =>
+      new Destination.RetryableError({
+        message: excerpt(`Amplitude Identify API request failed: ${error.message}`, ctx.apiKey)
+      })
+    const client = yield* HttpClient.HttpClient
+    const response = yield* client.execute(
+      HttpClientRequest.post(ctx.url).pipe(HttpClientRequest.bodyText(body, "application/x-www-form-urlencoded"))
+    ).pipe(Effect.mapError(transport))
+    const text = yield* response.text.pipe(Effect.mapError(transport))
+    const now = yield* Clock.currentTimeMillis
+    yield* Effect.annotateCurrentSpan("http.status", response.status)
+    let json: Record<string, unknown> = {}
+    try {
+      json = recordOf(JSON.parse(text))
+    } catch {
+      // The Identify API answers in plain text (`success`, `missing_event`, …); gateways in HTML.
+    }
+    return {
+      status: response.status,
+      json,
+      retryAfterMs: parseRetryAfter(response.headers["retry-after"], now),
+      info: { status: response.status, body: excerpt(text, ctx.apiKey) }
+    } satisfies Reply
+  }
+)
+
+/** Sends one Identify API request and classifies the answer; a whole-request failure is an error. */
+const identifyExchange = (
+  identifications: ReadonlyArray<AmplitudeIdentification>,
+  ctx: IdentifyContext
+): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> =>
+  Effect.gen(function*() {
+    const reply = yield* postIdentify(identifications, ctx)
+    const s = reply.status
+    const fields = { status: s, body: reply.info.body }
+    const error = errorText(reply)
+    if (s >= 200 && s < 300) return identifications.map(() => Destination.Accepted(reply.info))
+    if (s === 413) {
+      if (identifications.length === 1) return [Destination.Rejected("payload too large (413)", reply.info)]
+      const middle = Math.ceil(identifications.length / 2)
+      const left = yield* identifyRest(identifications.slice(0, middle), ctx)
+      const right = yield* identifyRest(identifications.slice(middle), ctx)
+      return [...left, ...right]
+    }
+    if (s === 400 && /api[ _-]?key/i.test(error)) {
+      // Amplitude reports a missing or unknown key only in text (`invalid_api_key`), as for the HTTP API.
+      return yield* new Destination.AuthFailedError({
+        message: redact(`Amplitude refused the api key (400): ${error}`, ctx.apiKey),
+        ...fields
+      })
+    }
+    if (s === 400) {
+      return yield* new Destination.PayloadInvalidError({
+        message: excerpt(`Amplitude refused the identify request (400): ${error}`, ctx.apiKey),
+        ...fields
+      })
+    }
+    if (s === 429) {
+      return yield* new Destination.RetryableError({
+        message: excerpt(`Amplitude throttled the identify request (429): ${error}`, ctx.apiKey),
+        retryAfterMs: reply.retryAfterMs ?? IDENTIFY_THROTTLE_PAUSE_MS,
+        ...fields
+      })
+    }
+    if (s === 401 || s === 403) {
+      return yield* new Destination.AuthFailedError({ message: `Amplitude refused the credentials (${s})`, ...fields })
+    }
+    if (s === 404 || s === 405) {
+      return yield* new Destination.AuthFailedError({
+        message: `Amplitude Identify API answered ${s}: check the endpoint setting (identify URL ${ctx.url})`,
+        ...fields
+      })
+    }
+    if (s === 408 || s >= 500) {
+      return yield* new Destination.RetryableError({
+        message: excerpt(`Amplitude Identify API answered ${s}: ${error}`, ctx.apiKey),
+        ...(reply.retryAfterMs !== undefined ? { retryAfterMs: reply.retryAfterMs } : {}),
+        ...fields
+      })
+    }
+    return yield* new Destination.PayloadInvalidError({
+      message: excerpt(`Amplitude Identify API answered ${s}: ${error}`, ctx.apiKey),
+      ...fields
+    })
+  })
+
+/**
+ * Like `identifyExchange`, once part of the batch already has an outcome: whole-request failures become
+ * per-update outcomes (an auth failure still stops the send; resending a trait change is harmless).
+ */
+const identifyRest = (
+  identifications: ReadonlyArray<AmplitudeIdentification>,
+  ctx: IdentifyContext
+): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> => {
+  if (identifications.length === 0) return Effect.succeed([])
+  if (ctx.budget <= 0) {
+    return Effect.succeed(
+      identifications.map(() => Destination.Retry(`not sent: more than ${MAX_REQUESTS_PER_SEND} requests in one send`))
+    )
+  }
+  const info = (e: { readonly status?: number | undefined; readonly body?: string | undefined }) =>
+    e.status !== undefined ? { status: e.status, body: e.body ?? "" } : undefined
+  return identifyExchange(identifications, ctx).pipe(
+    Effect.catchTags({
+      RetryableError: (e) =>
+        Effect.succeed(identifications.map(() => Destination.Retry(e.message, e.retryAfterMs, info(e)))),
+      PayloadInvalidError: (e) => Effect.succeed(identifications.map(() => Destination.Rejected(e.message, info(e))))
+    })
+  )
+}
+
+/**
+ * `userState.send`: one Identify API request for the batch (more only beyond 1000 identifications or about 900 KB,
+ * or to split after a 413), one identification per update. An update without a usable id is `Rejected` and not
+ * sent; one that changes nothing is `Accepted` and not sent. One outcome per update, in order.
+ */
+export const sendUserState = Effect.fn("Amplitude.userState.send")(function*(
+  batch: ReadonlyArray<Destination.UserStateUpdate>,
+  settings: Settings
+) {
+  yield* Effect.annotateCurrentSpan("amplitude.batch_size", batch.length)
+  const outcomes: Array<Outcome | undefined> = batch.map(() => undefined)
+  const pending: Array<{ readonly index: number; readonly identification: AmplitudeIdentification }> = []
+  batch.forEach((update, index) => {
+    const result = identification(update, settings)
+    if (Either.isLeft(result)) outcomes[index] = Destination.Rejected(result.left.detail)
+    else if (result.right.user_properties === undefined) outcomes[index] = Destination.Accepted()
+    else pending.push({ index, identification: result.right })
+  })
+  const ctx: IdentifyContext = {
+    settings,
+    apiKey: Redacted.value(settings.apiKey),
+    url: identifyEndpoint(settings.endpoint),
+    budget: MAX_REQUESTS_PER_SEND
+  }
+  for (const [i, chunk] of identifyChunks(pending).entries()) {
+    const identifications = chunk.map((p) => p.identification)
+    // Until some update has an outcome, a whole-request failure is the batch's failure.
+    const first = i === 0 && pending.length === batch.length
+    const results = yield* (first ? identifyExchange(identifications, ctx) : identifyRest(identifications, ctx))
+    chunk.forEach((p, k) => (outcomes[p.index] = results[k]))
+  }
+  return outcomes as ReadonlyArray<Outcome>
+})
+
+/**
+ * Requests of the user-state capability: 1000 identifications, and 300,000 bytes of JSON — form encoding turns
+ * quotes, braces and non-ASCII characters into `%XX`, so the body stays under Amplitude's 1 MB (`sendUserState`
+ * also splits by the encoded size).
+ */
+export const userStateLimits: Destination.Limits = {
+  maxEventsPerRequest: MAX_IDENTIFICATIONS_PER_REQUEST,
+  maxBytesPerRequest: 300_000
+}
+
+/** The user-state capability (plugin API 1.2): durable traits as Identify API `$set` / `$unset`. */
+export const userState: Destination.UserStateCapability<Settings> = { limits: userStateLimits, send: sendUserState }
+
+// ---------------------------------------------------------------------------------------------------------------
 // Plugin and instance
 // ---------------------------------------------------------------------------------------------------------------
 
 /** Request limits: at most 2000 events and under 1 MB per request (the envelope needs the rest). */
 export const limits: Destination.Limits = { maxEventsPerRequest: 2000, maxBytesPerRequest: 900_000 }
 
-/** The Amplitude destination plugin (plugin API v1). */
+/** The Amplitude destination plugin (plugin API v1.2). */
 export const plugin: Destination.DestinationPlugin<Settings, AmplitudeEvent> = {
   name: PLUGIN_NAME,
   version: PLUGIN_VERSION,
-  pluginApi: "^1.0.0",
+  pluginApi: "^1.2.0",
   settings: Settings,
   purposes: ["analytics"],
   limits,
@@ -689,6 +991,8 @@ export const plugin: Destination.DestinationPlugin<Settings, AmplitudeEvent> = {
   supportsAdjustments: true,
   // Erasures go to the User Privacy API (needs the secretKey setting).
   deletePerson: UserPrivacy.deletePerson,
+  // Durable traits go to the Identify API (same api key and endpoint base).
+  userState,
   sandbox: (options) => AmplitudeSandbox.start(options)
 }
 
@@ -703,17 +1007,34 @@ export interface DestinationOptions {
   readonly settings?: Config.Config<unknown>
   /** Consent purposes this instance needs (default `["analytics"]`). */
   readonly purposes?: ReadonlyArray<string>
+  /**
+   * Trait sync through the Identify API (passed through to the core as the instance's `traits`). When given, the
+   * instance's events carry no `user_properties` of their own: `userPropertiesAllowlist` is forced to `[]`.
+   */
+  readonly traits?: unknown
 }
 
+/** A configured Amplitude instance; `traits` is set when the instance syncs traits (plugin API 1.2). */
+export type AmplitudeInstance = Destination.DestinationInstance<Settings, AmplitudeEvent> & {
+  readonly traits?: unknown
+}
+
+/** Encoded settings with `userPropertiesAllowlist: []` (trait changes then travel only through Identify). */
+const withoutEventUserProperties = (settings: Config.Config<unknown>): Config.Config<unknown> =>
+  settings.pipe(
+    Config.map((encoded): unknown => isPlainObject(encoded) ? { ...encoded, userPropertiesAllowlist: [] } : encoded)
+  )
+
 /** A configured Amplitude destination instance for `tracklayer.config.ts`. */
-export const destination = (
-  options: DestinationOptions = {}
-): Destination.DestinationInstance<Settings, AmplitudeEvent> =>
-  Destination.instance({
+export const destination = (options: DestinationOptions = {}): AmplitudeInstance => {
+  const settings = options.settings ?? settingsFromEnv()
+  const instance = Destination.instance({
     id: options.id ?? "amplitude",
     plugin,
-    settings: options.settings ?? settingsFromEnv(),
+    settings: options.traits !== undefined ? withoutEventUserProperties(settings) : settings,
     ...(options.events !== undefined ? { events: options.events } : {}),
     ...(options.startFrom !== undefined ? { startFrom: options.startFrom } : {}),
     ...(options.purposes !== undefined ? { purposes: options.purposes } : {})
   })
+  return options.traits !== undefined ? { ...instance, traits: options.traits } : instance
+}

@@ -1,14 +1,18 @@
 /**
  * A local HTTP server that behaves like Amplitude's HTTP API v2 (`POST /2/httpapi`) as documented: validation,
- * limits, error bodies, throttling and `insert_id` dedup, plus control endpoints for tests and demos:
+ * limits, error bodies, throttling and `insert_id` dedup; its Identify API (`POST /identify`: form fields,
+ * identification validation, user property operations applied per user); its User Privacy API. Control endpoints
+ * for tests and demos:
  *
  * - `GET /__sandbox/events` every stored event in arrival order; `DELETE /__sandbox/events` resets everything
+ * - `GET /__sandbox/identifies` every identification of accepted identify requests, in arrival order
+ * - `GET /__sandbox/user-properties?user_id=…` (or `device_id=…`) the properties the identifies left
  * - `GET /__sandbox/deletions` every User Privacy API deletion request (`POST /api/2/deletions/users`) received
- * - `GET /__sandbox/stats` requests, statuses, events accepted/stored, duplicates, rejections by reason
- * - `POST /__sandbox/faults` `{ status, count, retryAfter?, ingest? }` | `{ down }` | `{ delayMs }`;
+ * - `GET /__sandbox/stats` requests, statuses, events accepted/stored, duplicates, rejections by reason (HTTP API)
+ * - `POST /__sandbox/faults` `{ target?, status, count, retryAfter?, ingest? }` | `{ down }` | `{ delayMs }`;
  *   `DELETE /__sandbox/faults` clears them
  * - `POST /__sandbox/config` `{ throttle?, epsThreshold?, throttleWindowMs?, maxBodyBytes?, apiKeys?, secretKeys?,
- *   deletionRateLimit? }`
+ *   deletionRateLimit?, maxIdentificationsPerRequest?, propertyUpdatesPerHour? }`
  */
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import type * as Destination from "@tracklayer/core/Destination"
@@ -41,6 +45,8 @@ export interface SandboxOptions {
   readonly epsThreshold?: number
   /** Bodies of this many bytes or more get 413 (default 1,000,000). */
   readonly maxBodyBytes?: number
+  /** Property updates per user per hour the Identify API applies; later ones are dropped (default 1800). */
+  readonly propertyUpdatesPerHour?: number
 }
 
 /** Fault injection; see the module doc. */
@@ -55,7 +61,20 @@ export interface SandboxConfig {
   readonly apiKeys?: ReadonlyArray<string>
   readonly secretKeys?: ReadonlyArray<string>
   readonly deletionRateLimit?: boolean
+  readonly maxIdentificationsPerRequest?: number
+  readonly propertyUpdatesPerHour?: number
 }
+
+/** One identification as `GET /__sandbox/identifies` returns it. */
+export const StoredIdentify = Schema.Struct({
+  seq: Schema.Number,
+  received_at: Schema.Number,
+  /** The identification exactly as received. */
+  identification: Schema.Record({ key: Schema.String, value: Schema.Unknown }),
+  /** False when its property updates were dropped (over `propertyUpdatesPerHour` for the user). */
+  applied: Schema.Boolean
+})
+export type StoredIdentify = typeof StoredIdentify.Type
 
 /** One deletion request as `GET /__sandbox/deletions` returns it. */
 export const StoredDeletion = Schema.Struct({
@@ -95,6 +114,12 @@ export type Stats = typeof Stats.Type
 /** A typed client of the control endpoints (failures are defects: it is a test and demo tool). */
 export interface SandboxClient {
   readonly events: () => Effect.Effect<ReadonlyArray<StoredEvent>, never, HttpClient.HttpClient>
+  /** Identifications of accepted Identify API requests, in arrival order (`seq` from 1). */
+  readonly identifies: () => Effect.Effect<ReadonlyArray<StoredIdentify>, never, HttpClient.HttpClient>
+  /** The user properties the identifies left for a user id (`{}` for an unknown user). */
+  readonly userProperties: (
+    userId: string
+  ) => Effect.Effect<Readonly<Record<string, unknown>>, never, HttpClient.HttpClient>
   /** User Privacy API deletion requests received, in arrival order. */
   readonly deletions: () => Effect.Effect<ReadonlyArray<StoredDeletion>, never, HttpClient.HttpClient>
   readonly stats: () => Effect.Effect<Stats, never, HttpClient.HttpClient>
@@ -110,6 +135,8 @@ export interface Sandbox extends Destination.SandboxHandle {
   readonly port: number
   /** `url + "/2/httpapi"`. */
   readonly endpoint: string
+  /** `url + "/identify"` (what the plugin derives from `endpoint`). */
+  readonly identifyEndpoint: string
   /** The first accepted api key. */
   readonly apiKey: string
   /** The first accepted secret key (User Privacy API). */
@@ -137,6 +164,24 @@ export const makeClient = (url: string): SandboxClient => {
       run(HttpClientRequest.get(`${url}/__sandbox/events`), Schema.Struct({ events: Schema.Array(StoredEvent) })).pipe(
         Effect.map((r) => r.events),
         Effect.withSpan("AmplitudeSandbox.events")
+      ),
+    identifies: () =>
+      run(
+        HttpClientRequest.get(`${url}/__sandbox/identifies`),
+        Schema.Struct({ identifies: Schema.Array(StoredIdentify) })
+      ).pipe(
+        Effect.map((r) => r.identifies),
+        Effect.withSpan("AmplitudeSandbox.identifies")
+      ),
+    userProperties: (userId) =>
+      run(
+        HttpClientRequest.get(`${url}/__sandbox/user-properties`).pipe(
+          HttpClientRequest.setUrlParam("user_id", userId)
+        ),
+        Schema.Struct({ user_properties: Schema.Record({ key: Schema.String, value: Schema.Unknown }) })
+      ).pipe(
+        Effect.map((r) => r.user_properties),
+        Effect.withSpan("AmplitudeSandbox.userProperties")
       ),
     deletions: () =>
       run(
@@ -194,6 +239,7 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
     if (options.maxBodyBytes !== undefined) config.maxBodyBytes = options.maxBodyBytes
     if (options.secretKeys !== undefined) config.secretKeys = options.secretKeys
     if (options.deletionRateLimit !== undefined) config.deletionRateLimit = options.deletionRateLimit
+    if (options.propertyUpdatesPerHour !== undefined) config.propertyUpdatesPerHour = options.propertyUpdatesPerHour
     const emulator = new Emulator(config)
     const timers = new Set<ReturnType<typeof setTimeout>>()
     const server = Http.createServer((req, res) => {
@@ -235,6 +281,7 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
       url,
       port,
       endpoint: `${url}/2/httpapi`,
+      identifyEndpoint: `${url}/identify`,
       apiKey,
       secretKey,
       deletionEndpoint: `${url}/api/2/deletions/users`,

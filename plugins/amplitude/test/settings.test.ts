@@ -96,7 +96,7 @@ describe("Amplitude.plugin", () => {
     const p = Amplitude.plugin
     assert.strictEqual(p.name, pkg.name)
     assert.strictEqual(p.version, pkg.version)
-    assert.strictEqual(p.pluginApi, "^1.0.0")
+    assert.strictEqual(p.pluginApi, "^1.2.0")
     assert.isTrue(Destination.satisfies(Destination.PLUGIN_API_VERSION, p.pluginApi))
     assert.deepStrictEqual(p.purposes, ["analytics"])
     assert.deepStrictEqual(p.limits, { maxEventsPerRequest: 2000, maxBytesPerRequest: 900_000 })

@@ -11,6 +11,10 @@
  * 403 pauses the destination; 429 and 5xx are retryable (`Retry-After` / `RetryInfo` honoured). A `{ requestId }`
  * answer means "received": processing is asynchronous, so `send` polls `requestStatus:retrieve` for a bounded time
  * and records the final status per event.
+ *
+ * `audiences` (plugin API 1.2, data_manager mode only): audience changes → Customer Match user list members through
+ * `audienceMembers:ingest` (adds) and `audienceMembers:remove` (removes), hashed like the events' user data, with the
+ * same token handling, error classification and status polling (see the "Audiences" section below).
  */
 import type { HttpClientError } from "@effect/platform"
 import { HttpClient, HttpClientRequest } from "@effect/platform"
@@ -53,7 +57,7 @@ export const SCOPE = OAuth.SCOPE
 /** Package name (matches package.json). */
 export const PLUGIN_NAME = "@tracklayer/plugin-google-ads"
 /** Package version (matches package.json; a test keeps them equal). */
-export const PLUGIN_VERSION = "0.1.0"
+export const PLUGIN_VERSION = "0.2.0"
 
 /** `IngestEventsRequest`: at most 2000 events. */
 export const MAX_EVENTS_PER_REQUEST = 2000
@@ -449,9 +453,26 @@ const clickIdOf = (event: DeliveryEvent) => {
   return undefined
 }
 
-/** Up to 10 hashed user identifiers: emails, then phones, then the address (only when it is complete). */
-export const userIdentifiersOf = (event: DeliveryEvent): ReadonlyArray<UserIdentifier> => {
-  const user = event.event.user
+/** What hashed user identifiers are built from (raw values are normalised and hashed with `Pii.Google`). */
+export interface IdentifierSources {
+  /** Raw email addresses. */
+  readonly emails: ReadonlyArray<string>
+  /** Email digests received already hashed (the generic trim + lowercase form). */
+  readonly emailSha256: ReadonlyArray<string>
+  /** Raw phone numbers (E.164, or national with `country`). */
+  readonly phones: ReadonlyArray<string>
+  /** ISO country of the person: the calling code for national phone numbers, and the address's region. */
+  readonly country?: string | undefined
+  readonly firstName?: string | undefined
+  readonly lastName?: string | undefined
+  readonly postalCode?: string | undefined
+}
+
+/**
+ * Up to 10 hashed user identifiers: emails, then phones, then the address (only when it is complete). Shared by
+ * conversion events (`userData`) and audience members, so both hash exactly alike.
+ */
+export const hashedIdentifiers = (sources: IdentifierSources): ReadonlyArray<UserIdentifier> => {
   const out: Array<UserIdentifier> = []
   const seen = new Set<string>()
   const add = (key: string, id: UserIdentifier) => {
@@ -459,33 +480,46 @@ export const userIdentifiersOf = (event: DeliveryEvent): ReadonlyArray<UserIdent
     seen.add(key)
     out.push(id)
   }
-  const rawEmails = [...event.identity.emails, ...(user?.email !== undefined ? [user.email] : [])]
   // Digests of the trimmed, lower-cased form of the raw emails: the same address hashed the generic way, which
   // differs from Google's for Gmail addresses with dots or a +tag. Those are not sent twice.
-  const genericDigests = new Set(rawEmails.map((e) => Pii.LinkedIn.email(e)?.hash).filter((h) => h !== undefined))
-  for (const raw of rawEmails) {
+  const genericDigests = new Set(
+    sources.emails.map((e) => Pii.LinkedIn.email(e)?.hash).filter((h) => h !== undefined)
+  )
+  for (const raw of sources.emails) {
     const h = Pii.Google.email(raw)
     if (h !== undefined) add(`e:${h.hash}`, { emailAddress: h.hash })
   }
-  const preHashed = [...event.identity.emailSha256, ...(user?.email_sha256 !== undefined ? [user.email_sha256] : [])]
-  for (const digest of preHashed) {
+  for (const digest of sources.emailSha256) {
     const d = digest.trim().toLowerCase()
     if (Pii.isSha256(d) && !genericDigests.has(d)) add(`e:${d}`, { emailAddress: d })
   }
   // `phoneSha256` is the digest of digits without `+`; Google hashes E.164 with `+`, so only raw phones are used.
-  const country = user?.country
-  for (const raw of [...event.identity.phones, ...(user?.phone !== undefined ? [user.phone] : [])]) {
-    const h = Pii.Google.phone(raw, { defaultCountry: country })
+  for (const raw of sources.phones) {
+    const h = Pii.Google.phone(raw, { defaultCountry: sources.country })
     if (h !== undefined) add(`p:${h.hash}`, { phoneNumber: h.hash })
   }
-  const givenName = Pii.Google.givenName(user?.first_name)
-  const familyName = Pii.Google.familyName(user?.last_name)
-  const regionCode = Pii.Google.regionCode(user?.country)
-  const postalCode = Pii.Google.postalCode(user?.postal_code)
+  const givenName = Pii.Google.givenName(sources.firstName)
+  const familyName = Pii.Google.familyName(sources.lastName)
+  const regionCode = Pii.Google.regionCode(sources.country)
+  const postalCode = Pii.Google.postalCode(sources.postalCode)
   if (givenName !== undefined && familyName !== undefined && regionCode !== undefined && postalCode !== undefined) {
     add("a", { address: { givenName: givenName.hash, familyName: familyName.hash, regionCode, postalCode } })
   }
   return out
+}
+
+/** Up to 10 hashed user identifiers of an event: the person's and this event's emails and phones, its address. */
+export const userIdentifiersOf = (event: DeliveryEvent): ReadonlyArray<UserIdentifier> => {
+  const user = event.event.user
+  return hashedIdentifiers({
+    emails: [...event.identity.emails, ...(user?.email !== undefined ? [user.email] : [])],
+    emailSha256: [...event.identity.emailSha256, ...(user?.email_sha256 !== undefined ? [user.email_sha256] : [])],
+    phones: [...event.identity.phones, ...(user?.phone !== undefined ? [user.phone] : [])],
+    country: user?.country,
+    firstName: user?.first_name,
+    lastName: user?.last_name,
+    postalCode: user?.postal_code
+  })
 }
 
 const statusOf = (granted: boolean): ConsentStatus => (granted ? "CONSENT_GRANTED" : "CONSENT_DENIED")
@@ -495,9 +529,16 @@ const statusOf = (granted: boolean): ConsentStatus => (granted ? "CONSENT_GRANTE
  * states it, the personalisation purpose. An event reaches this destination only with `advertising` granted, so
  * an absent answer counts as granted.
  */
-export const consentOf = (event: DeliveryEvent, settings: Settings): DataManagerEvent["consent"] => {
-  const advertising = event.consent?.advertising ?? true
-  const personalisation = event.consent?.[settings.personalisationPurpose] ?? true
+export const consentOf = (event: DeliveryEvent, settings: Settings): DataManagerEvent["consent"] =>
+  consentStatuses(event.consent, settings)
+
+/** Purpose → granted, as Google's `{ adUserData, adPersonalization }` (an absent answer counts as granted). */
+const consentStatuses = (
+  consent: Readonly<Record<string, boolean>> | undefined,
+  settings: Settings
+): DataManagerEvent["consent"] => {
+  const advertising = consent?.advertising ?? true
+  const personalisation = consent?.[settings.personalisationPurpose] ?? true
   return { adUserData: statusOf(advertising), adPersonalization: statusOf(advertising && personalisation) }
 }
 
@@ -700,8 +741,10 @@ export interface RpcStatus {
   readonly code: number | undefined
   readonly status: string | undefined
   readonly message: string | undefined
-  /** `BadRequest.fieldViolations`. */
-  readonly fieldViolations: ReadonlyArray<{ readonly field: string; readonly description: string }>
+  /** `BadRequest.fieldViolations` (`reason`: the `ErrorReason`, when Google names one). */
+  readonly fieldViolations: ReadonlyArray<
+    { readonly field: string; readonly description: string; readonly reason?: string }
+  >
   /** `RetryInfo.retryDelay` in ms. */
   readonly retryDelayMs: number | undefined
   /** `ErrorInfo.reason`. */
@@ -711,7 +754,7 @@ export interface RpcStatus {
 /** Reads a google.rpc Status error body (`{ error: { code, status, message, details[] } }`). */
 export const parseRpcStatus = (json: unknown): RpcStatus => {
   const error = recordOf(recordOf(json).error)
-  const fieldViolations: Array<{ field: string; description: string }> = []
+  const fieldViolations: Array<{ field: string; description: string; reason?: string }> = []
   let retryDelayMs: number | undefined
   let reason: string | undefined
   for (const d of arrayOf(error.details)) {
@@ -720,7 +763,12 @@ export const parseRpcStatus = (json: unknown): RpcStatus => {
     if (type.endsWith("google.rpc.BadRequest")) {
       for (const v of arrayOf(detail.fieldViolations)) {
         const fv = recordOf(v)
-        fieldViolations.push({ field: stringOf(fv.field) ?? "", description: stringOf(fv.description) ?? "" })
+        const why = stringOf(fv.reason)
+        fieldViolations.push({
+          field: stringOf(fv.field) ?? "",
+          description: stringOf(fv.description) ?? "",
+          ...(why !== undefined ? { reason: why } : {})
+        })
       }
     } else if (type.endsWith("google.rpc.RetryInfo")) {
       const m = /^(\d+(?:\.\d+)?)s$/.exec(stringOf(detail.retryDelay) ?? "")
@@ -853,8 +901,15 @@ const ingest = (productDestinationId: string, events: ReadonlyArray<DataManagerE
 /** The final (or last known) status of an ingest request, as TrackLayer records it. */
 export interface RequestOutcome {
   readonly requestStatus: "SUCCESS" | "PARTIAL_SUCCESS" | "FAILED" | "PROCESSING" | "UNKNOWN"
-  /** Events in the request as Google counted them (`eventsIngestionStatus.recordCount`). */
+  /**
+   * Records in the request as Google counted them: `eventsIngestionStatus.recordCount`, or for audience requests
+   * `audienceMembersIngestionStatus.userDataIngestionStatus` / `audienceMembersRemovalStatus.userDataRemovalStatus`.
+   */
   readonly recordCount?: string
+  /** Audience requests: user identifiers Google counted. */
+  readonly userIdentifierCount?: string
+  /** Audience ingestion: `uploadMatchRateRange` (`MATCH_RATE_RANGE_41_TO_50`, …), when Google reports one. */
+  readonly matchRateRange?: string
   /** `errorInfo.errorCounts`: reason → records. */
   readonly errorCounts: ReadonlyArray<{ readonly reason: string; readonly recordCount: string }>
   readonly note?: string
@@ -868,7 +923,13 @@ export const parseRequestStatus = (json: unknown): RequestOutcome => {
       status === "PROCESSING"
     ? status
     : "UNKNOWN"
-  const recordCount = recordOf(first.eventsIngestionStatus).recordCount
+  const audience = recordOf(
+    recordOf(first.audienceMembersIngestionStatus).userDataIngestionStatus ??
+      recordOf(first.audienceMembersRemovalStatus).userDataRemovalStatus
+  )
+  const recordCount = recordOf(first.eventsIngestionStatus).recordCount ?? audience.recordCount
+  const userIdentifierCount = audience.userIdentifierCount
+  const matchRateRange = stringOf(audience.uploadMatchRateRange)
   const errorCounts = arrayOf(recordOf(first.errorInfo).errorCounts).map((c) => ({
     reason: stringOf(recordOf(c).reason) ?? "UNKNOWN",
     recordCount: String(recordOf(c).recordCount ?? "?")
@@ -876,6 +937,8 @@ export const parseRequestStatus = (json: unknown): RequestOutcome => {
   return {
     requestStatus,
     ...(recordCount !== undefined ? { recordCount: String(recordCount) } : {}),
+    ...(userIdentifierCount !== undefined ? { userIdentifierCount: String(userIdentifierCount) } : {}),
+    ...(matchRateRange !== undefined ? { matchRateRange } : {}),
     errorCounts
   }
 }
@@ -925,8 +988,8 @@ const pollStatus = (requestId: string, ctx: SendContext): Effect.Effect<RequestO
 const countsText = (o: RequestOutcome) =>
   o.errorCounts.length === 0 ? "no error counts" : o.errorCounts.map((c) => `${c.reason} × ${c.recordCount}`).join(", ")
 
-/** Outcomes for the events of an ingest request Google answered `{ requestId }`. */
-const onReceived = (events: ReadonlyArray<DataManagerEvent>, reply: Reply, ctx: SendContext) =>
+/** Outcomes for the records (events or audience members) of a request Google answered `{ requestId }`. */
+const onReceived = (events: ReadonlyArray<unknown>, reply: Reply, ctx: SendContext) =>
   Effect.gen(function*() {
     const requestId = stringOf(recordOf(reply.json).requestId) ?? ""
     if (ctx.settings.validateOnly) {
@@ -1366,17 +1429,414 @@ const sendDataManager = (
   })
 
 // ---------------------------------------------------------------------------------------------------------------
+// Audiences (plugin API 1.2): Customer Match user lists, `audienceMembers:ingest` / `audienceMembers:remove`
+// ---------------------------------------------------------------------------------------------------------------
+
+/** `IngestAudienceMembersRequest` / `RemoveAudienceMembersRequest`: at most 10,000 audience members. */
+export const MAX_AUDIENCE_MEMBERS_PER_REQUEST = 10_000
+
+/** One Data Manager `AudienceMember` exactly as sent: user-provided data, and consent when it is added. */
+export interface AudienceMember {
+  /** Hashed like conversion events' `userData` (emails and phones; the change carries no address). */
+  readonly userData: { readonly userIdentifiers: ReadonlyArray<UserIdentifier> }
+  /** Sent on ingest only: `RemoveAudienceMembersRequest` has no consent, and a removal needs none. */
+  readonly consent?: DataManagerEvent["consent"]
+}
+
+/** A Google Ads user list id (the audience destination's `productDestinationId`): an int64, digits. */
+const USER_LIST_ID = /^\d{1,19}$/
+
+const userListIdProblem = (audienceId: string): string | undefined =>
+  USER_LIST_ID.test(audienceId)
+    ? undefined
+    : `the Google audience id must be a user list id (digits), got ${JSON.stringify(audienceId)}: check the ` +
+      "audience routing (audiences[].destinations) in the config"
+
+/**
+ * Pure: the `AudienceMember` for one audience change, or why it is skipped. The person's emails (raw and
+ * pre-hashed) and phones are normalised and hashed exactly as for conversion events (`hashedIdentifiers`); an add
+ * carries the member's consent from `change.consent` (as `consentOf` does for events). `ads_api` mode has no
+ * audience path: every change is skipped `not_mapped` saying so.
+ */
+export const audienceMember = (
+  change: Destination.AudienceChange,
+  settings: Settings
+): Either.Either<AudienceMember, Destination.SkipReason> => {
+  if (settings.mode !== "data_manager") {
+    return skip(
+      "not_mapped",
+      "Google audiences (Customer Match user lists) are sent through the Data Manager API only: this destination " +
+        "is in ads_api mode; route the audience to a destination in data_manager mode (with operatingAccountId)"
+    )
+  }
+  const badId = userListIdProblem(change.audienceId)
+  if (badId !== undefined) return skip("invalid", badId)
+  const identity = change.identity
+  // An audience change has no event: no country for national phone numbers, no address.
+  const identifiers = hashedIdentifiers({
+    emails: identity.emails,
+    emailSha256: identity.emailSha256,
+    phones: identity.phones
+  })
+  if (identifiers.length === 0) {
+    return skip(
+      "invalid",
+      "Customer Match needs an email address or a phone number with its country code; the person has none"
+    )
+  }
+  return Either.right({
+    userData: { userIdentifiers: identifiers },
+    ...(change.op === "add" ? { consent: consentStatuses(change.consent, settings) } : {})
+  })
+}
+
+const HEX_SHA256 = /^[0-9a-f]{64}$/
+const CONSENT_STATUSES: ReadonlySet<unknown> = new Set(["CONSENT_GRANTED", "CONSENT_DENIED"])
+
+/**
+ * Why Google would refuse this member, or undefined. Checked before sending: the Data Manager API fails the whole
+ * request for one bad member, so a malformed one (a payload prepared by another version, say) is rejected alone.
+ */
+export const memberProblem = (member: unknown): string | undefined => {
+  const m = recordOf(member)
+  const ids = recordOf(m.userData).userIdentifiers
+  if (!Array.isArray(ids) || ids.length === 0) return "userData.userIdentifiers: at least one identifier is required"
+  if (ids.length > MAX_USER_IDENTIFIERS) {
+    return `userData.userIdentifiers: at most ${MAX_USER_IDENTIFIERS} identifiers per member (got ${ids.length})`
+  }
+  for (const [j, raw] of ids.entries()) {
+    const id = recordOf(raw)
+    const at = `userData.userIdentifiers[${j}]`
+    const kinds = Object.keys(id)
+    if (kinds.length !== 1 || !["emailAddress", "phoneNumber", "address"].includes(kinds[0]!)) {
+      return `${at}: exactly one of emailAddress, phoneNumber and address must be set`
+    }
+    const kind = kinds[0]!
+    if (kind !== "address") {
+      if (typeof id[kind] !== "string" || !HEX_SHA256.test(id[kind])) {
+        return `${at}.${kind}: not a SHA-256 digest in lowercase hex (64 characters)`
+      }
+      continue
+    }
+    const address = recordOf(id.address)
+    for (const name of ["givenName", "familyName"]) {
+      const v = address[name]
+      if (typeof v !== "string" || !HEX_SHA256.test(v)) {
+        return `${at}.address.${name}: not a SHA-256 digest in lowercase hex (64 characters)`
+      }
+    }
+    if (typeof address.regionCode !== "string" || !/^[A-Z]{2}$/.test(address.regionCode)) {
+      return `${at}.address.regionCode: not an ISO 3166-1 alpha-2 code`
+    }
+    if (typeof address.postalCode !== "string" || address.postalCode.trim() === "") {
+      return `${at}.address.postalCode: required`
+    }
+  }
+  if (m.consent !== undefined) {
+    const c = recordOf(m.consent)
+    for (const k of ["adUserData", "adPersonalization"]) {
+      if (c[k] !== undefined && !CONSENT_STATUSES.has(c[k])) {
+        return `consent.${k}: must be CONSENT_GRANTED or CONSENT_DENIED`
+      }
+    }
+  }
+  return undefined
+}
+
+const audienceDestination = (userListId: string, settings: Settings) => ({
+  operatingAccount: { accountType: "GOOGLE_ADS", accountId: settings.operatingAccountId ?? "" },
+  ...(settings.loginAccountId !== undefined
+    ? { loginAccount: { accountType: "GOOGLE_ADS", accountId: settings.loginAccountId } }
+    : {}),
+  productDestinationId: userListId
+})
+
+/**
+ * The `IngestAudienceMembersRequest` body: one user list, HEX encoding, member-level consent (no request-level
+ * consent), and the Customer Match terms of service accepted (Google requires it for every Customer Match upload).
+ */
+export const audienceIngestBody = (
+  userListId: string,
+  members: ReadonlyArray<AudienceMember>,
+  settings: Settings
+) => ({
+  destinations: [audienceDestination(userListId, settings)],
+  audienceMembers: members,
+  encoding: "HEX",
+  termsOfService: { customerMatchTermsOfServiceStatus: "ACCEPTED" },
+  ...(settings.validateOnly ? { validateOnly: true } : {})
+})
+
+/** The `RemoveAudienceMembersRequest` body: it has no `consent` and no `termsOfService` fields. */
+export const audienceRemoveBody = (
+  userListId: string,
+  members: ReadonlyArray<AudienceMember>,
+  settings: Settings
+) => ({
+  destinations: [audienceDestination(userListId, settings)],
+  audienceMembers: members,
+  encoding: "HEX",
+  ...(settings.validateOnly ? { validateOnly: true } : {})
+})
+
+/**
+ * The audience member a field violation names, or undefined: Google writes proto paths
+ * (`audience_members.audience_members[3].user_data.user_identifiers`); the JSON name is read too.
+ */
+export const memberViolationIndex = (field: string): number | undefined => {
+  const m = /(?:^|\.)audience_?members\[(\d+)\]/i.exec(field.trim())
+  return m === null ? undefined : Number(m[1])
+}
+
+/** The Customer Match terms are not accepted for the account: an operator must act (nothing is dropped). */
+const TERMS_NOT_SIGNED = "TERMS_AND_CONDITIONS_NOT_SIGNED"
+
+const violationText = (v: RpcStatus["fieldViolations"][number]) => {
+  const what = v.description !== "" ? v.description : v.reason ?? "invalid"
+  const why = v.description !== "" && v.reason !== undefined ? ` (${v.reason})` : ""
+  return `${v.field}: ${what}${why}`
+}
+
+type AudienceOp = Destination.AudienceChange["op"]
+
+const audienceRequest = (
+  op: AudienceOp,
+  userListId: string,
+  members: ReadonlyArray<AudienceMember>,
+  ctx: SendContext
+) =>
+  Effect.gen(function*() {
+    ctx.budget -= 1
+    const body = JSON.stringify(
+      op === "add"
+        ? audienceIngestBody(userListId, members, ctx.settings)
+        : audienceRemoveBody(userListId, members, ctx.settings)
+    )
+    yield* Effect.annotateCurrentSpan({
+      "google_ads.audience_members": members.length,
+      "google_ads.request_bytes": body.length
+    })
+    const reply = yield* authorized(
+      (token) =>
+        HttpClientRequest.post(url(ctx.settings, op === "add" ? "audienceMembers:ingest" : "audienceMembers:remove"))
+          .pipe(
+            HttpClientRequest.bearerToken(token),
+            HttpClientRequest.bodyText(body, "application/json"),
+            HttpClientRequest.acceptJson
+          ),
+      ctx
+    )
+    yield* Effect.annotateCurrentSpan("http.status", reply.status)
+    return reply
+  }).pipe(Effect.withSpan(op === "add" ? "GoogleAds.audienceMembers.ingest" : "GoogleAds.audienceMembers.remove"))
+
+/** Sends members of one user list and classifies the answer; a whole-request failure is an error. */
+const audienceExchange = (
+  op: AudienceOp,
+  userListId: string,
+  members: ReadonlyArray<AudienceMember>,
+  ctx: SendContext
+): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> =>
+  Effect.gen(function*() {
+    const reply = yield* audienceRequest(op, userListId, members, ctx)
+    const s = reply.status
+    const fields = { status: s, body: reply.info.body }
+    if (s >= 200 && s < 300) return yield* onReceived(members, reply, ctx)
+    const rpc = parseRpcStatus(reply.json)
+    const account = ctx.settings.operatingAccountId ?? ""
+    if (rpc.reason === TERMS_NOT_SIGNED || rpc.fieldViolations.some((v) => v.reason === TERMS_NOT_SIGNED)) {
+      return yield* new Destination.AuthFailedError({
+        message: excerpt(
+          `Google refused the Customer Match upload to user list ${userListId}: the Customer Match terms of service ` +
+            `are not accepted for account ${account} (${s} ${rpcText(reply)}): accept them in the Google Ads account`,
+          ctx
+        ),
+        ...fields
+      })
+    }
+    if (s === 400) return yield* onInvalidMembers(op, userListId, members, reply, rpc, ctx)
+    if (s === 403) {
+      return yield* new Destination.AuthFailedError({
+        message: excerpt(
+          `Google denied access to user list ${userListId} of account ${account} (403 ${rpcText(reply)}): check the ` +
+            "account ids and that the OAuth user can manage the account and its user lists",
+          ctx
+        ),
+        ...fields
+      })
+    }
+    // A Data Manager 404 (an ErrorInfo names the reason) is the user list; a bare 404 is a wrong API base.
+    if (s === 404 && rpc.reason !== undefined) {
+      return yield* new Destination.PayloadInvalidError({
+        message: excerpt(
+          `Google has no user list ${userListId} in account ${account} (404 ${rpcText(reply)}): check the audience ` +
+            "routing (the user list id) and the operating account",
+          ctx
+        ),
+        ...fields
+      })
+    }
+    if (s === 404 || s === 405) {
+      return yield* new Destination.AuthFailedError({
+        message: `Google Data Manager API answered ${s}: check the apiBase setting (${ctx.settings.apiBase})`,
+        ...fields
+      })
+    }
+    if (s === 408 || s === 429 || s >= 500) {
+      const retryAfterMs = reply.retryAfterMs ?? rpc.retryDelayMs
+      return yield* new Destination.RetryableError({
+        message: excerpt(`Google Data Manager API answered ${s}: ${rpcText(reply)}`, ctx),
+        ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+        ...fields
+      })
+    }
+    return yield* new Destination.PayloadInvalidError({
+      message: excerpt(`Google Data Manager API refused the audience request (${s}): ${rpcText(reply)}`, ctx),
+      ...fields
+    })
+  })
+
+/** Like `audienceExchange`, once part of the batch has an outcome: whole-request failures become outcomes. */
+const audienceExchangeRest = (
+  op: AudienceOp,
+  userListId: string,
+  members: ReadonlyArray<AudienceMember>,
+  ctx: SendContext
+): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> => {
+  if (members.length === 0) return Effect.succeed([])
+  if (ctx.budget <= 0) {
+    return Effect.succeed(
+      members.map(() => Destination.Retry(`not sent: more than ${MAX_REQUESTS_PER_SEND} requests in one send`))
+    )
+  }
+  // Adding or removing a member twice leaves the same list, so a retry is harmless.
+  return audienceExchange(op, userListId, members, ctx).pipe(
+    Effect.catchTags({
+      RetryableError: (e) =>
+        Effect.succeed(members.map(() => Destination.Retry(e.message, e.retryAfterMs, respInfo(e)))),
+      PayloadInvalidError: (e) => Effect.succeed(members.map(() => Destination.Rejected(e.message, respInfo(e))))
+    })
+  )
+}
+
+/** A fail-fast 400: reject the members the field violations name, resend the rest. */
+const onInvalidMembers = (
+  op: AudienceOp,
+  userListId: string,
+  members: ReadonlyArray<AudienceMember>,
+  reply: Reply,
+  rpc: RpcStatus,
+  ctx: SendContext
+) =>
+  Effect.gen(function*() {
+    const reasons = new Map<number, Array<string>>()
+    let unindexed = 0
+    for (const v of rpc.fieldViolations) {
+      const i = memberViolationIndex(v.field)
+      if (i === undefined || i >= members.length) {
+        unindexed += 1
+        continue
+      }
+      reasons.set(i, [...(reasons.get(i) ?? []), violationText(v)])
+    }
+    // A violation of the request itself (destinations, encoding, the member count) would fail every resend too.
+    if (reasons.size === 0 || unindexed > 0) {
+      const named = rpc.fieldViolations.map(violationText).join("; ")
+      return yield* new Destination.PayloadInvalidError({
+        message: excerpt(
+          `Google Data Manager API refused the audience request (400): ${rpcText(reply)}` +
+            (named !== "" ? ` — ${named}` : ""),
+          ctx
+        ),
+        status: reply.status,
+        body: reply.info.body
+      })
+    }
+    const outcomes: Array<Outcome | undefined> = []
+    const rest: Array<number> = []
+    members.forEach((_, i) => {
+      const r = reasons.get(i)
+      if (r !== undefined) outcomes[i] = Destination.Rejected(excerpt(r.join("; "), ctx), reply.info)
+      else rest.push(i)
+    })
+    const resent = yield* audienceExchangeRest(op, userListId, rest.map((i) => members[i]!), ctx)
+    rest.forEach((i, k) => (outcomes[i] = resent[k]))
+    return outcomes as ReadonlyArray<Outcome>
+  })
+
+/**
+ * Sends one batch of audience changes: `audienceMembers:ingest` for adds, `audienceMembers:remove` for removes, one
+ * request per user list (and per 10,000 members), then polls each request's status like `send`. Members that
+ * Google would refuse are rejected before sending. One outcome per change, in order.
+ */
+export const sendAudience = Effect.fn("GoogleAds.audiences.send")(function*(
+  batch: ReadonlyArray<Destination.PreparedMember<AudienceMember>>,
+  settings: Settings
+) {
+  yield* Effect.annotateCurrentSpan("google_ads.batch_size", batch.length)
+  if (batch.length === 0) return [] as ReadonlyArray<Outcome>
+  if (settings.mode !== "data_manager") {
+    return batch.map(() =>
+      Destination.Rejected(
+        "Google audiences are sent through the Data Manager API only; this destination is now in ads_api mode"
+      )
+    )
+  }
+  const ctx: SendContext = { settings, tokens: [], budget: MAX_REQUESTS_PER_SEND }
+  const outcomes: Array<Outcome> = []
+  // The core sends one user list and one operation per batch; grouping keeps a mixed batch correct anyway.
+  const groups = new Map<string, { op: AudienceOp; userListId: string; indexes: Array<number> }>()
+  let decided = false
+  batch.forEach((p, i) => {
+    const problem = userListIdProblem(p.change.audienceId) ?? memberProblem(p.member)
+    if (problem !== undefined) {
+      outcomes[i] = Destination.Rejected(problem)
+      decided = true
+      return
+    }
+    const key = `${p.change.op}\n${p.change.audienceId}`
+    const group = groups.get(key) ?? { op: p.change.op, userListId: p.change.audienceId, indexes: [] }
+    group.indexes.push(i)
+    groups.set(key, group)
+  })
+  for (const { indexes, op, userListId } of groups.values()) {
+    for (let start = 0; start < indexes.length; start += MAX_AUDIENCE_MEMBERS_PER_REQUEST) {
+      const part = indexes.slice(start, start + MAX_AUDIENCE_MEMBERS_PER_REQUEST)
+      const members = part.map((i) => batch[i]!.member)
+      // Until something has an outcome, a whole-request failure is the batch's failure.
+      const result = yield* (decided ? audienceExchangeRest : audienceExchange)(op, userListId, members, ctx)
+      decided = true
+      part.forEach((i, k) => (outcomes[i] = result[k]!))
+    }
+  }
+  return outcomes as ReadonlyArray<Outcome>
+})
+
+/** Audience request limits: 10,000 members per request; 5 MB keeps requests reasonable (Google states none). */
+export const audienceLimits: Destination.Limits = {
+  maxEventsPerRequest: MAX_AUDIENCE_MEMBERS_PER_REQUEST,
+  maxBytesPerRequest: 5_000_000
+}
+
+/** The audience capability (plugin API 1.2): Customer Match user lists through the Data Manager API. */
+export const audiences: Destination.AudienceCapability<Settings, AudienceMember> = {
+  limits: audienceLimits,
+  member: audienceMember,
+  send: sendAudience
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Plugin and instance
 // ---------------------------------------------------------------------------------------------------------------
 
 /** Request limits: 2000 events per request; bytes are not limited by Google, 5 MB keeps requests reasonable. */
 export const limits: Destination.Limits = { maxEventsPerRequest: MAX_EVENTS_PER_REQUEST, maxBytesPerRequest: 5_000_000 }
 
-/** The Google Data Manager destination plugin (plugin API v1). */
+/** The Google Data Manager destination plugin (plugin API 1.2: conversions, and audiences in data_manager mode). */
 export const plugin: Destination.DestinationPlugin<Settings, Payload> = {
   name: PLUGIN_NAME,
   version: PLUGIN_VERSION,
-  pluginApi: "^1.0.0",
+  pluginApi: "^1.2.0",
   settings: Settings,
   purposes: ["advertising"],
   limits,
@@ -1386,6 +1846,7 @@ export const plugin: Destination.DestinationPlugin<Settings, Payload> = {
   send,
   // Resending a transactionId with another value is an adjustment at Google.
   supportsAdjustments: true,
+  audiences,
   sandbox: (options) => GoogleAdsSandbox.start(options)
 }
 

@@ -4,17 +4,24 @@
  * an expiry, fail-fast validation with google.rpc `BadRequest` field violations (unhashed PII included), limits,
  * 300 requests/min, `transactionId` dedup and adjustments, asynchronous status. It also serves the Google Ads API's
  * `POST /v{N}/customers/{id}:uploadClickConversions` (developer token, partial failure rows, `orderId` and click
- * dedup, click-age checks, `CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE` on demand). Control endpoints:
+ * dedup, click-age checks, `CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE` on demand), and Customer Match through
+ * `POST /v1/audienceMembers:ingest` / `:remove` (validation, ≤ 10,000 members, hashes in the declared encoding,
+ * terms of service on ingest, known user lists only, membership per user list). Control endpoints:
  *
  * - `GET /__sandbox/events` every stored event in arrival order; `DELETE /__sandbox/events` resets everything
  * - `GET /__sandbox/stats` token requests, ingest answers, polls, stored / duplicate / adjusted events, rejections
  * - `GET /__sandbox/conversions` every stored click conversion (Google Ads API) in arrival order
+ * - `GET /__sandbox/audiences` every user list with its identifier count; `GET /__sandbox/audiences/{id}` the
+ *   identifiers currently in one; `GET /__sandbox/audience-requests` accepted audience requests in arrival order
+ * - `POST /__sandbox/user-lists` `{ ids: ["<user list id>", …] }` makes user lists exist (default
+ *   `8000000001`–`8000000003`)
  * - `POST /__sandbox/clicks` `{ "<click id>": <epoch ms> }` registers click times (enables `TOO_RECENT_EVENT`,
  *   `EXPIRED_EVENT`, `CONVERSION_PRECEDES_EVENT` for those clicks)
  * - `POST /__sandbox/faults` `{ status, count?, skip?, retryAfter?, body? }` | `{ requestStatus, errorCounts?,
  *   count? }` | `{ down }` | `{ delayMs }`; `DELETE /__sandbox/faults` clears them
  * - `POST /__sandbox/config` `{ tokenTtlSeconds?, processingPolls?, rateLimitPerMinute?, maxEventsPerRequest?,
- *   clients?, developerToken?, notAllowlisted?, minClickAgeHours?, maxConversionsPerUpload? }`
+ *   clients?, developerToken?, notAllowlisted?, minClickAgeHours?, maxConversionsPerUpload?, userLists?,
+ *   maxAudienceMembersPerRequest? }`
  * - `POST /__sandbox/expire-tokens` expires every issued access token
  */
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
@@ -23,7 +30,13 @@ import { Effect, Schema } from "effect"
 import type { Scope } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
-import { Emulator, type EmulatorConfig, type Faults as EmulatorFaults, type OAuthClient } from "./internal/emulator.js"
+import {
+  DEFAULT_USER_LISTS,
+  Emulator,
+  type EmulatorConfig,
+  type Faults as EmulatorFaults,
+  type OAuthClient
+} from "./internal/emulator.js"
 
 /** The OAuth client the sandbox accepts by default. */
 export const SANDBOX_CLIENT_ID = "sandbox-google-client-id"
@@ -44,6 +57,9 @@ export const SANDBOX_CONVERSION_ACTIONS: Readonly<Record<string, string>> = {
   subscription_renewed: "7000000005"
 }
 
+/** Customer Match user lists that exist in the sandbox by default (others: create them, or get 404 NOT_FOUND). */
+export const SANDBOX_USER_LISTS: ReadonlyArray<string> = DEFAULT_USER_LISTS
+
 const MAX_KEPT_BODY = 32 * 1024 * 1024
 
 /** Options of `start`. */
@@ -62,6 +78,10 @@ export interface SandboxOptions {
   readonly developerToken?: string
   /** Answer every click-conversion upload `CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE` (default false). */
   readonly notAllowlisted?: boolean
+  /** Customer Match user lists that exist (default `SANDBOX_USER_LISTS`). */
+  readonly userLists?: ReadonlyArray<string>
+  /** Audience members per request (default 10,000, as Google). */
+  readonly maxAudienceMembersPerRequest?: number
 }
 
 /** Fault injection; see the module doc. */
@@ -84,6 +104,34 @@ export const StoredEvent = Schema.Struct({
 export type StoredEvent = typeof StoredEvent.Type
 
 const Counts = Schema.Record({ key: Schema.String, value: Schema.Number })
+
+/** One `UserIdentifier` as the sandbox received it (hashed values as sent). */
+export const AudienceIdentifier = Schema.Union(
+  Schema.Struct({ emailAddress: Schema.String }),
+  Schema.Struct({ phoneNumber: Schema.String }),
+  Schema.Struct({
+    address: Schema.Struct({
+      givenName: Schema.String,
+      familyName: Schema.String,
+      regionCode: Schema.String,
+      postalCode: Schema.String
+    })
+  })
+)
+export type AudienceIdentifier = typeof AudienceIdentifier.Type
+
+/** One accepted audience request as `GET /__sandbox/audience-requests` returns it (one per destination). */
+export const StoredAudienceRequest = Schema.Struct({
+  seq: Schema.Number,
+  received_at: Schema.Number,
+  request_id: Schema.String,
+  op: Schema.Literal("ingest", "remove"),
+  operating_account_id: Schema.String,
+  user_list_id: Schema.String,
+  members: Schema.Array(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
+  terms_of_service: Schema.NullOr(Schema.String)
+})
+export type StoredAudienceRequest = typeof StoredAudienceRequest.Type
 
 /** One stored click conversion as `GET /__sandbox/conversions` returns it. */
 export const StoredConversion = Schema.Struct({
@@ -115,7 +163,12 @@ export const Stats = Schema.Struct({
   upload_responses: Counts,
   conversions_received: Schema.Number,
   conversions_stored: Schema.Number,
-  conversion_errors: Counts
+  conversion_errors: Counts,
+  audience_requests: Schema.Number,
+  audience_responses: Counts,
+  audience_members_received: Schema.Number,
+  audience_members_ingested: Schema.Number,
+  audience_members_removed: Schema.Number
 })
 export type Stats = typeof Stats.Type
 
@@ -125,6 +178,14 @@ export interface SandboxClient {
   readonly stats: () => Effect.Effect<Stats, never, HttpClient.HttpClient>
   /** Stored click conversions (Google Ads API mode). */
   readonly conversions: () => Effect.Effect<ReadonlyArray<StoredConversion>, never, HttpClient.HttpClient>
+  /** The identifiers currently in a user list (Customer Match), in the order they were first added. */
+  readonly audienceMembers: (
+    userListId: string
+  ) => Effect.Effect<ReadonlyArray<AudienceIdentifier>, never, HttpClient.HttpClient>
+  /** Accepted audience requests (ingest and remove), in arrival order. */
+  readonly audienceRequests: () => Effect.Effect<ReadonlyArray<StoredAudienceRequest>, never, HttpClient.HttpClient>
+  /** Makes these user lists exist (kept across `reset`). */
+  readonly createUserLists: (ids: ReadonlyArray<string>) => Effect.Effect<void, never, HttpClient.HttpClient>
   /** Registers when clicks happened (click id → epoch ms), enabling the click-age checks for them. */
   readonly registerClicks: (
     clicks: Readonly<Record<string, number>>
@@ -178,6 +239,18 @@ export const makeClient = (url: string): SandboxClient => {
         HttpClientRequest.get(`${url}/__sandbox/conversions`),
         Schema.Struct({ conversions: Schema.Array(StoredConversion) })
       ).pipe(Effect.map((r) => r.conversions), Effect.withSpan("GoogleAdsSandbox.conversions")),
+    audienceMembers: (userListId) =>
+      run(
+        HttpClientRequest.get(`${url}/__sandbox/audiences/${encodeURIComponent(userListId)}`),
+        Schema.Struct({ identifiers: Schema.Array(AudienceIdentifier) })
+      ).pipe(Effect.map((r) => r.identifiers), Effect.withSpan("GoogleAdsSandbox.audienceMembers")),
+    audienceRequests: () =>
+      run(
+        HttpClientRequest.get(`${url}/__sandbox/audience-requests`),
+        Schema.Struct({ requests: Schema.Array(StoredAudienceRequest) })
+      ).pipe(Effect.map((r) => r.requests), Effect.withSpan("GoogleAdsSandbox.audienceRequests")),
+    createUserLists: (ids) =>
+      post("/__sandbox/user-lists", { ids }).pipe(Effect.withSpan("GoogleAdsSandbox.createUserLists")),
     registerClicks: (clicks) =>
       post("/__sandbox/clicks", clicks).pipe(Effect.withSpan("GoogleAdsSandbox.registerClicks")),
     reset: () =>
@@ -230,6 +303,10 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
     if (options.rateLimitPerMinute !== undefined) config.rateLimitPerMinute = options.rateLimitPerMinute
     if (options.developerToken !== undefined) config.developerToken = options.developerToken
     if (options.notAllowlisted !== undefined) config.notAllowlisted = options.notAllowlisted
+    if (options.userLists !== undefined) config.userLists = options.userLists
+    if (options.maxAudienceMembersPerRequest !== undefined) {
+      config.maxAudienceMembersPerRequest = options.maxAudienceMembersPerRequest
+    }
     const emulator = new Emulator(config)
     const timers = new Set<ReturnType<typeof setTimeout>>()
     const server = Http.createServer((req, res) => {

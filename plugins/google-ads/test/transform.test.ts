@@ -520,7 +520,7 @@ describe("GoogleAds.plugin", () => {
     const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"))
     assert.strictEqual(GoogleAds.plugin.name, pkg.name)
     assert.strictEqual(GoogleAds.plugin.version, pkg.version)
-    assert.strictEqual(GoogleAds.plugin.pluginApi, "^1.0.0")
+    assert.strictEqual(GoogleAds.plugin.pluginApi, "^1.2.0")
     assert.deepStrictEqual(GoogleAds.plugin.purposes, ["advertising"])
     assert.strictEqual(Duration.toMillis(GoogleAds.plugin.window!), 90 * DAY)
     assert.strictEqual(GoogleAds.plugin.limits.maxEventsPerRequest, 2000)

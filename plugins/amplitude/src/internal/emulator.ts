@@ -1,7 +1,9 @@
 /**
  * Amplitude HTTP API v2 ingestion, emulated in memory as Amplitude documents it: request and event validation,
- * limits, error bodies, per-user/device throttling and `insert_id` dedup. Transport-free (the sandbox wraps it in
- * `node:http`) and written independently of the plugin, so a plugin bug is not mirrored here.
+ * limits, error bodies, per-user/device throttling and `insert_id` dedup; the Identify API (`/identify`: form
+ * fields, identification validation, user property operations applied to a per-user property map); the User
+ * Privacy API. Transport-free (the sandbox wraps it in `node:http`) and written independently of the plugin, so a
+ * plugin bug is not mirrored here.
  */
 
 /** Events stored by the emulator, in arrival order. */
@@ -43,8 +45,23 @@ export interface StoredDeletion {
   readonly day: string
 }
 
+/** One identification received by the Identify API (`POST /identify`) in an accepted request. */
+export interface StoredIdentify {
+  readonly seq: number
+  readonly received_at: number
+  /** The identification exactly as received. */
+  readonly identification: Record<string, unknown>
+  /**
+   * False when Amplitude would drop its property updates: the user (or device) already changed properties
+   * `propertyUpdatesPerHour` times in the last hour.
+   */
+  readonly applied: boolean
+}
+
 /** Fault injection (`POST /__sandbox/faults`). */
 export interface Faults {
+  /** Which endpoint a `status` fault hits: the HTTP API (`ingest`, default) or the Identify API (`identify`). */
+  readonly target?: "ingest" | "identify"
   /** The next `count` ingestion requests answer this status. */
   readonly status?: number
   readonly count?: number
@@ -56,7 +73,7 @@ export interface Faults {
   readonly body?: unknown
   /** Process the request normally (store its events) and still answer the fault: "500 may have ingested". */
   readonly ingest?: boolean
-  /** While true every ingestion request gets 503 and nothing is stored. */
+  /** While true every ingestion and identify request gets 503 and nothing is stored. */
   readonly down?: boolean
   /** Delay every answer by this many ms (events are processed on arrival). */
   readonly delayMs?: number
@@ -80,6 +97,10 @@ export interface EmulatorConfig {
   readonly maxEventsPerRequest: number
   /** How long an `insert_id` deduplicates (Amplitude: 7 days). */
   readonly dedupWindowMs: number
+  /** More identifications than this in one identify request get 413 (HTTP API guidance: 2000). */
+  readonly maxIdentificationsPerRequest: number
+  /** Property updates per user (or device) per hour before Amplitude drops them (Amplitude: 1800). */
+  readonly propertyUpdatesPerHour: number
 }
 
 export const defaultConfig: EmulatorConfig = {
@@ -91,7 +112,9 @@ export const defaultConfig: EmulatorConfig = {
   throttleWindowMs: 1000,
   maxBodyBytes: 1_000_000,
   maxEventsPerRequest: 2000,
-  dedupWindowMs: 7 * 24 * 60 * 60 * 1000
+  dedupWindowMs: 7 * 24 * 60 * 60 * 1000,
+  maxIdentificationsPerRequest: 2000,
+  propertyUpdatesPerHour: 1800
 }
 
 export interface Request {
@@ -264,25 +287,173 @@ const addIndex = (map: Record<string, Array<number>>, field: string, index: numb
   ;(map[field] ??= []).push(index)
 }
 
+const text = (status: number, body: string, headers: Record<string, string> = {}): Reply => ({
+  status,
+  headers: { "content-type": "text/plain; charset=utf-8", ...headers },
+  body
+})
+
+/** The user property operations the Identify API documents. */
+const OPERATIONS = new Set([
+  "$set",
+  "$setOnce",
+  "$add",
+  "$append",
+  "$prepend",
+  "$unset",
+  "$preInsert",
+  "$postInsert",
+  "$remove"
+])
+
+/** Sets an own property (also `__proto__`). */
+const setOwn = (target: Record<string, unknown>, key: string, value: unknown) =>
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true })
+
+const asList = (u: unknown): Array<unknown> => (u === undefined ? [] : Array.isArray(u) ? [...u] : [u])
+const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
+
+/** Applies one identification's `user_properties` (operations, or plain keys meaning `$set`) to `props`. */
+const applyOperations = (props: Record<string, unknown>, userProperties: Record<string, unknown>) => {
+  const keys = Object.keys(userProperties)
+  const operations = keys.length > 0 && keys.every((k) => k.startsWith("$")) ? userProperties : { $set: userProperties }
+  for (const [op, values] of Object.entries(operations)) {
+    for (const [key, value] of Object.entries(values as Record<string, unknown>)) {
+      const current = Object.hasOwn(props, key) ? props[key] : undefined
+      switch (op) {
+        case "$set":
+          setOwn(props, key, value)
+          break
+        case "$setOnce":
+          if (!Object.hasOwn(props, key)) setOwn(props, key, value)
+          break
+        case "$add": {
+          // A missing or non-numeric value counts as 0; numbers may come as strings ("123").
+          const base = typeof current === "number" ? current : Number(current ?? 0)
+          const delta = typeof value === "number" ? value : Number(value)
+          setOwn(props, key, (Number.isFinite(base) ? base : 0) + (Number.isFinite(delta) ? delta : 0))
+          break
+        }
+        case "$append":
+          setOwn(props, key, [...asList(current), ...asList(value)])
+          break
+        case "$prepend":
+          setOwn(props, key, [...asList(value), ...asList(current)])
+          break
+        case "$preInsert": {
+          const list = asList(current)
+          setOwn(props, key, [...asList(value).filter((v) => !list.some((x) => same(x, v))), ...list])
+          break
+        }
+        case "$postInsert": {
+          const list = asList(current)
+          setOwn(props, key, [...list, ...asList(value).filter((v) => !list.some((x) => same(x, v)))])
+          break
+        }
+        case "$remove": {
+          const gone = asList(value)
+          if (current !== undefined) setOwn(props, key, asList(current).filter((x) => !gone.some((v) => same(x, v))))
+          break
+        }
+        case "$unset":
+          delete props[key]
+          break
+      }
+    }
+  }
+}
+
+/** Form fields of a `multipart/form-data` body (text parts only). */
+const multipartFields = (body: Uint8Array, contentType: string): URLSearchParams => {
+  const fields = new URLSearchParams()
+  const boundary = /boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType)
+  const b = boundary?.[1] ?? boundary?.[2]
+  if (b === undefined) return fields
+  for (const part of new TextDecoder().decode(body).split(`--${b}`)) {
+    const split = part.indexOf("\r\n\r\n")
+    if (split < 0) continue
+    const name = /name="([^"]*)"/i.exec(part.slice(0, split))?.[1]
+    if (name !== undefined) fields.append(name, part.slice(split + 4).replace(/\r\n$/, ""))
+  }
+  return fields
+}
+
+/** Why one identification is refused (none when valid), and whose properties it changes (`u:…` / `d:…`). */
+const checkIdentification = (
+  raw: unknown,
+  minIdLength: number
+): { readonly problems: ReadonlyArray<string>; readonly key: string | undefined } => {
+  if (!isObject(raw)) return { problems: ["must be a JSON object"], key: undefined }
+  const problems: Array<string> = []
+  const valid: Partial<Record<"user_id" | "device_id", string>> = {}
+  const short: Array<string> = []
+  for (const field of ["user_id", "device_id"] as const) {
+    const id = raw[field]
+    if (id === undefined || id === null) continue
+    if (typeof id !== "string" || id.length > MAX_STRING) {
+      problems.push(`${field} must be a string of at most 1024 characters`)
+    } else if (BLOCKED.has(id.trim().toLowerCase())) problems.push(`${field} ${JSON.stringify(id)} is refused`)
+    else if (id.length < minIdLength) short.push(field) // removed, as the HTTP API does
+    else valid[field] = id
+  }
+  if (problems.length === 0 && valid.user_id === undefined && valid.device_id === undefined) {
+    problems.push(
+      short.length > 0
+        ? `${short.join(" and ")} shorter than min_id_length ${minIdLength}, and no other id`
+        : "user_id or device_id required"
+    )
+  }
+  const up = raw.user_properties
+  if (up !== undefined && up !== null) {
+    if (!isObject(up)) problems.push("user_properties must be an object")
+    else {
+      const ops = Object.keys(up).filter((k) => k.startsWith("$"))
+      const plain = Object.keys(up).filter((k) => !k.startsWith("$"))
+      if (ops.length > 0 && plain.length > 0) {
+        problems.push(
+          `user_properties mixes operations (${ops.join(", ")}) with plain properties (${plain.join(", ")})`
+        )
+      }
+      for (const op of ops) {
+        if (!OPERATIONS.has(op)) problems.push(`unknown user property operation ${op}`)
+        else if (!isObject(up[op])) problems.push(`${op} must be an object`)
+      }
+      if (tooLongOrDeep(up, 1)) problems.push("user_properties holds a string over 1024 characters or nests over 40")
+    }
+  }
+  const key = valid.user_id !== undefined
+    ? `u:${valid.user_id}`
+    : valid.device_id !== undefined
+    ? `d:${valid.device_id}`
+    : undefined
+  return { problems, key }
+}
+
+interface PendingFault {
+  status: number
+  remaining: number
+  skip: number
+  retryAfter?: number | string
+  body?: unknown
+  ingest: boolean
+}
+
 /** The emulated Amplitude project(s): state plus the request handler. */
 export class Emulator {
   config: EmulatorConfig
   private stored: Array<StoredEvent> = []
   private deletions: Array<StoredDeletion> = []
+  private identifications: Array<StoredIdentify> = []
+  /** `u:<user_id>` / `d:<device_id>` → user properties. */
+  private properties = new Map<string, Record<string, unknown>>()
+  /** `u:`/`d:` key → times of applied property updates (the last hour). */
+  private propertyUpdates = new Map<string, Array<number>>()
   private lastDeletionAt = new Map<string, number>()
   private seq = 0
   private seen = new Map<string, number>()
   private recent = new Map<string, Array<number>>()
-  private faults:
-    | {
-      status: number
-      remaining: number
-      skip: number
-      retryAfter?: number | string
-      body?: unknown
-      ingest: boolean
-    }
-    | undefined
+  private faults: PendingFault | undefined
+  private identifyFaults: PendingFault | undefined
   private down: { retryAfter?: number | string } | undefined
   private delayMs = 0
   private stats: {
@@ -317,11 +488,15 @@ export class Emulator {
   reset(): void {
     this.stored = []
     this.deletions = []
+    this.identifications = []
+    this.properties.clear()
+    this.propertyUpdates.clear()
     this.lastDeletionAt.clear()
     this.seq = 0
     this.seen.clear()
     this.recent.clear()
     this.faults = undefined
+    this.identifyFaults = undefined
     this.down = undefined
     this.delayMs = 0
     this.stats = Emulator.emptyStats()
@@ -341,6 +516,10 @@ export class Emulator {
       this.stats.responses[String(reply.status)] = (this.stats.responses[String(reply.status)] ?? 0) + 1
       return { reply, delayMs: this.delayMs }
     }
+    if (path === "/identify") {
+      if (req.method !== "POST" && req.method !== "GET") return { reply: text(405, "Method Not Allowed"), delayMs: 0 }
+      return { reply: this.identify(req), delayMs: this.delayMs }
+    }
     if (path === "/api/2/deletions/users") {
       if (req.method !== "POST") return { reply: json(405, { error: "Method Not Allowed" }), delayMs: 0 }
       return { reply: this.deleteUsers(req), delayMs: 0 }
@@ -351,6 +530,109 @@ export class Emulator {
   /** Deletion requests received, in arrival order. */
   deletionRequests(): ReadonlyArray<StoredDeletion> {
     return this.deletions
+  }
+
+  /** Identifications of accepted identify requests, in arrival order. */
+  identifies(): ReadonlyArray<StoredIdentify> {
+    return this.identifications
+  }
+
+  /** The user properties of a user (`u:<user_id>`) or device (`d:<device_id>`), after every identify. */
+  userProperties(key: string): Readonly<Record<string, unknown>> {
+    return this.properties.get(key) ?? {}
+  }
+
+  /**
+   * Identify API: form fields `api_key`, `identification` (one JSON object or an array) and `options`
+   * (`{"min_id_length": n}`), in a form-encoded or multipart POST body or a GET query string. Plain-text answers
+   * (`success`, `invalid_api_key`, `missing_event`) as the endpoint gives them; the whole request is refused when
+   * one identification is invalid (nothing applied).
+   */
+  private identify(req: Request): Reply {
+    const query = req.path.includes("?") ? req.path.slice(req.path.indexOf("?") + 1) : ""
+    if (req.method === "GET" && req.path.length > 8192) return html(414, "414 Request-URI Too Large")
+    const contentType = req.contentType?.trim() ?? ""
+    const fields = req.method === "GET"
+      ? new URLSearchParams(query)
+      : /^application\/x-www-form-urlencoded\b/i.test(contentType)
+      ? new URLSearchParams(new TextDecoder().decode(req.body))
+      : /^multipart\/form-data\b/i.test(contentType)
+      ? multipartFields(req.body, contentType)
+      : new URLSearchParams()
+    const raw = fields.get("identification")
+    let parsed: unknown = undefined
+    try {
+      parsed = raw === null ? undefined : JSON.parse(raw)
+    } catch {
+      parsed = undefined
+    }
+    const list: ReadonlyArray<unknown> = Array.isArray(parsed) ? parsed : parsed === undefined ? [] : [parsed]
+    if (this.down !== undefined) {
+      return json(503, { code: 503, error: "Service Unavailable" }, this.retryAfterHeader(this.down.retryAfter))
+    }
+    const fault = this.takeFault("identify")
+    if (fault !== undefined && !fault.ingest) return this.faultReply(fault, list, false)
+    const reply = this.processIdentify(req, fields, parsed, list)
+    return fault !== undefined ? this.faultReply(fault, list, false) : reply
+  }
+
+  private processIdentify(
+    req: Request,
+    fields: URLSearchParams,
+    parsed: unknown,
+    list: ReadonlyArray<unknown>
+  ): Reply {
+    if (req.bytes >= this.config.maxBodyBytes) return json(413, { code: 413, error: "Payload too large" })
+    const apiKey = fields.get("api_key")
+    if (apiKey === null || !this.config.apiKeys.includes(apiKey)) return text(400, "invalid_api_key")
+    const shape = Array.isArray(parsed) ? parsed.length > 0 : isObject(parsed)
+    if (!shape) return text(400, "missing_event")
+    if (list.length > this.config.maxIdentificationsPerRequest) {
+      return json(413, { code: 413, error: "Payload too large" })
+    }
+    let minIdLength = 5
+    const rawOptions = fields.get("options")
+    if (rawOptions !== null) {
+      let options: unknown
+      try {
+        options = JSON.parse(rawOptions)
+      } catch {
+        options = undefined
+      }
+      const m = isObject(options) ? options.min_id_length ?? 5 : undefined
+      if (typeof m !== "number" || !Number.isInteger(m) || m < 1) {
+        return text(400, "invalid_options: options must be a JSON object; min_id_length a positive integer")
+      }
+      minIdLength = m
+    }
+    const checks = list.map((i) => checkIdentification(i, minIdLength))
+    const problems = checks.flatMap((c, i) => c.problems.map((p) => `identification ${i}: ${p}`))
+    if (problems.length > 0) return text(400, `invalid_identification: ${problems.join("; ")}`)
+    const since = req.now - 3_600_000
+    list.forEach((raw, i) => {
+      const identification = raw as Record<string, unknown>
+      const key = checks[i]!.key!
+      const up = identification.user_properties
+      let applied = true
+      if (isObject(up) && Object.keys(up).length > 0) {
+        const recent = (this.propertyUpdates.get(key) ?? []).filter((t) => t > since)
+        applied = recent.length < this.config.propertyUpdatesPerHour
+        if (applied) {
+          recent.push(req.now)
+          const props = this.properties.get(key) ?? {}
+          applyOperations(props, up)
+          this.properties.set(key, props)
+        }
+        this.propertyUpdates.set(key, recent)
+      }
+      this.identifications.push({
+        seq: this.identifications.length + 1,
+        received_at: req.now,
+        identification,
+        applied
+      })
+    })
+    return text(200, "success")
   }
 
   /**
@@ -430,6 +712,19 @@ export class Emulator {
     switch (route) {
       case "GET /__sandbox/events":
         return json(200, { events: this.stored })
+      case "GET /__sandbox/identifies":
+        return json(200, { identifies: this.identifications })
+      case "GET /__sandbox/user-properties": {
+        const query = new URLSearchParams(req.path.includes("?") ? req.path.slice(req.path.indexOf("?") + 1) : "")
+        const userId = query.get("user_id")
+        const deviceId = query.get("device_id")
+        if (userId === null && deviceId === null) return json(400, { error: "user_id or device_id required" })
+        return json(200, {
+          user_id: userId,
+          device_id: deviceId,
+          user_properties: this.userProperties(userId !== null ? `u:${userId}` : `d:${deviceId}`)
+        })
+      }
       case "GET /__sandbox/deletions":
         return json(200, { deletions: this.deletions })
       case "DELETE /__sandbox/events":
@@ -441,6 +736,7 @@ export class Emulator {
         return json(200, this.faultState())
       case "DELETE /__sandbox/faults":
         this.faults = undefined
+        this.identifyFaults = undefined
         this.down = undefined
         this.delayMs = 0
         return json(200, this.faultState())
@@ -459,9 +755,12 @@ export class Emulator {
         return json(200, {
           sandbox: "amplitude-http-api-v2",
           ingest: "POST /2/httpapi",
+          identify: "POST /identify",
           deletion: "POST /api/2/deletions/users",
           control: [
             "GET /__sandbox/events",
+            "GET /__sandbox/identifies",
+            "GET /__sandbox/user-properties?user_id=…",
             "GET /__sandbox/deletions",
             "DELETE /__sandbox/events",
             "GET /__sandbox/stats",
@@ -478,17 +777,21 @@ export class Emulator {
   private faultState() {
     return {
       next: this.faults ?? null,
+      identify: this.identifyFaults ?? null,
       down: this.down !== undefined,
       delayMs: this.delayMs
     }
   }
 
   private setFaults(f: Faults): Reply {
+    if (f.target !== undefined && f.target !== "ingest" && f.target !== "identify") {
+      return json(400, { error: "target must be \"ingest\" or \"identify\"" })
+    }
     if (f.status !== undefined) {
       if (typeof f.status !== "number" || f.status < 400 || f.status > 599) {
         return json(400, { error: "status must be an HTTP error status (4xx or 5xx)" })
       }
-      this.faults = {
+      const fault: PendingFault = {
         status: f.status,
         remaining: typeof f.count === "number" && f.count > 0 ? Math.floor(f.count) : 1,
         skip: typeof f.skip === "number" && f.skip > 0 ? Math.floor(f.skip) : 0,
@@ -496,6 +799,8 @@ export class Emulator {
         ...(f.body !== undefined ? { body: f.body } : {}),
         ingest: f.ingest === true
       }
+      if (f.target === "identify") this.identifyFaults = fault
+      else this.faults = fault
     }
     if (f.down !== undefined) {
       this.down = f.down ? (f.retryAfter !== undefined ? { retryAfter: f.retryAfter } : {}) : undefined
@@ -519,6 +824,12 @@ export class Emulator {
       next.secretKeys = body.secretKeys as Array<string>
     }
     if (typeof body.deletionRateLimit === "boolean") next.deletionRateLimit = body.deletionRateLimit
+    if (typeof body.maxIdentificationsPerRequest === "number" && body.maxIdentificationsPerRequest > 0) {
+      next.maxIdentificationsPerRequest = body.maxIdentificationsPerRequest
+    }
+    if (typeof body.propertyUpdatesPerHour === "number" && body.propertyUpdatesPerHour >= 0) {
+      next.propertyUpdatesPerHour = body.propertyUpdatesPerHour
+    }
     this.config = next
     const { apiKeys, secretKeys, ...visible } = next
     return json(200, { ...visible, apiKeys: apiKeys.length, secretKeys: secretKeys.length })
@@ -545,7 +856,7 @@ export class Emulator {
       this.reject("service unavailable", events.length)
       return json(503, { code: 503, error: "Service Unavailable" }, this.retryAfterHeader(this.down.retryAfter))
     }
-    const fault = this.takeFault()
+    const fault = this.takeFault("ingest")
     if (fault !== undefined && !fault.ingest) {
       this.reject(`fault ${fault.status}`, events.length)
       return this.faultReply(fault, events)
@@ -554,15 +865,18 @@ export class Emulator {
     return fault !== undefined ? this.faultReply(fault, events) : reply
   }
 
-  private takeFault() {
-    const f = this.faults
+  private takeFault(target: "ingest" | "identify") {
+    const f = target === "identify" ? this.identifyFaults : this.faults
     if (f === undefined) return undefined
     if (f.skip > 0) {
       f.skip -= 1
       return undefined
     }
     f.remaining -= 1
-    if (f.remaining <= 0) this.faults = undefined
+    if (f.remaining <= 0) {
+      if (target === "identify") this.identifyFaults = undefined
+      else this.faults = undefined
+    }
     return f
   }
 
@@ -572,13 +886,14 @@ export class Emulator {
 
   private faultReply(
     fault: { readonly status: number; readonly retryAfter?: number | string; readonly body?: unknown },
-    events: ReadonlyArray<unknown>
+    events: ReadonlyArray<unknown>,
+    countStats = true
   ): Reply {
     const headers = this.retryAfterHeader(fault.retryAfter)
     if (fault.body !== undefined) return json(fault.status, fault.body, headers)
     switch (fault.status) {
       case 429: {
-        // Every user and device of the request throttled.
+        // Every user and device of the request (events or identifications) throttled.
         const users: Record<string, number> = {}
         const devices: Record<string, number> = {}
         events.forEach((e) => {
@@ -586,7 +901,7 @@ export class Emulator {
           if (typeof e.user_id === "string") users[e.user_id] = (users[e.user_id] ?? 0) + 1
           if (typeof e.device_id === "string") devices[e.device_id] = (devices[e.device_id] ?? 0) + 1
         })
-        this.stats.throttled_events += events.length
+        if (countStats) this.stats.throttled_events += events.length
         return json(429, {
           code: 429,
           error: "Too many requests for some devices and users",

@@ -4,8 +4,10 @@
  * fail-fast validation answered with google.rpc `BadRequest` field violations, limits, the per-minute quota,
  * `transactionId` dedup and adjustments, asynchronous request status. Also the Google Ads API's
  * `POST /v{N}/customers/{id}:uploadClickConversions` (developer token, partial failure rows, order id and click
- * dedup, click-age checks, the "not allowlisted" refusal). Transport-free (the sandbox wraps it in `node:http`) and
- * written independently of the plugin, so a plugin bug is not mirrored here.
+ * dedup, click-age checks, the "not allowlisted" refusal). And Customer Match through the Data Manager API
+ * (`POST /v1/audienceMembers:ingest`, `POST /v1/audienceMembers:remove`): validation, known user lists, membership
+ * per user list, request status. Transport-free (the sandbox wraps it in `node:http`) and written independently of
+ * the plugin, so a plugin bug is not mirrored here.
  */
 import { randomBytes, randomUUID } from "node:crypto"
 
@@ -54,6 +56,12 @@ export interface Stats {
   readonly conversions_stored: number
   /** Error code (`ORDER_ID_ALREADY_IN_USE`, `DEVELOPER_TOKEN_INVALID`…) → rows (or requests) answered with it. */
   readonly conversion_errors: Record<string, number>
+  /** Customer Match: audience requests, answers by status, members received / added / removed. */
+  readonly audience_requests: number
+  readonly audience_responses: Record<string, number>
+  readonly audience_members_received: number
+  readonly audience_members_ingested: number
+  readonly audience_members_removed: number
 }
 
 /** A click conversion stored by the emulator (Google Ads API), in arrival order. */
@@ -66,6 +74,20 @@ export interface StoredConversion {
   readonly job_id: string
   /** The `ClickConversion` exactly as received. */
   readonly conversion: Record<string, unknown>
+}
+
+/** One accepted audience request (`audienceMembers:ingest` / `:remove`), in arrival order (validate-only ones are not kept). */
+export interface StoredAudienceRequest {
+  readonly seq: number
+  readonly received_at: number
+  readonly request_id: string
+  readonly op: "ingest" | "remove"
+  readonly operating_account_id: string
+  readonly user_list_id: string
+  /** The `AudienceMember`s exactly as received. */
+  readonly members: ReadonlyArray<Record<string, unknown>>
+  /** `termsOfService.customerMatchTermsOfServiceStatus` (ingest), else null. */
+  readonly terms_of_service: string | null
 }
 
 /** Fault injection (`POST /__sandbox/faults`). */
@@ -106,7 +128,14 @@ export interface EmulatorConfig {
   readonly minClickAgeHours: number
   /** Google Ads API: conversions per upload (Google: 2000). */
   readonly maxConversionsPerUpload: number
+  /** Customer Match: the user lists that exist (any other id is answered 404 NOT_FOUND). */
+  readonly userLists: ReadonlyArray<string>
+  /** Customer Match: audience members per request (Google: 10,000). */
+  readonly maxAudienceMembersPerRequest: number
 }
+
+/** The user lists the sandbox knows by default. */
+export const DEFAULT_USER_LISTS: ReadonlyArray<string> = ["8000000001", "8000000002", "8000000003"]
 
 export const defaultConfig: EmulatorConfig = {
   clients: [{
@@ -121,7 +150,9 @@ export const defaultConfig: EmulatorConfig = {
   developerToken: "sandbox-google-developer-token",
   notAllowlisted: false,
   minClickAgeHours: 6,
-  maxConversionsPerUpload: 2000
+  maxConversionsPerUpload: 2000,
+  userLists: DEFAULT_USER_LISTS,
+  maxAudienceMembersPerRequest: 10_000
 }
 
 export interface Request {
@@ -196,6 +227,47 @@ interface Violation {
   readonly reason: string
 }
 
+/** Top-level fields of `IngestAudienceMembersRequest` and `RemoveAudienceMembersRequest` (JSON names). */
+const INGEST_AUDIENCE_FIELDS: ReadonlySet<string> = new Set([
+  "destinations",
+  "audienceMembers",
+  "consent",
+  "validateOnly",
+  "encoding",
+  "encryptionInfo",
+  "termsOfService"
+])
+const REMOVE_AUDIENCE_FIELDS: ReadonlySet<string> = new Set([
+  "destinations",
+  "audienceMembers",
+  "validateOnly",
+  "encoding",
+  "encryptionInfo"
+])
+/** The `AudienceMember.data` one-of. */
+const AUDIENCE_DATA_KINDS = ["userData", "pairData", "mobileData", "userIdData", "ppidData", "compositeData"] as const
+
+/** Why a hashed value is refused in this encoding: `encoding` (not hex / base64 at all), `sha256` (not 32 bytes). */
+const hashProblem = (v: unknown, encoding: string): "encoding" | "sha256" | undefined => {
+  if (typeof v !== "string" || v === "") return "encoding"
+  if (encoding === "BASE64") {
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(v) || v.length % 4 !== 0) return "encoding"
+    return Buffer.from(v, "base64").length === 32 ? undefined : "sha256"
+  }
+  if (!/^[0-9a-fA-F]+$/.test(v) || v.length % 2 !== 0) return "encoding"
+  return v.length === 64 ? undefined : "sha256"
+}
+
+/** The same identifier whatever its encoding: hashes as lowercase hex. */
+const identifierKey = (id: Record<string, unknown>, encoding: string): string => {
+  const hex = (v: unknown) =>
+    encoding === "BASE64" ? Buffer.from(String(v), "base64").toString("hex") : String(v).toLowerCase()
+  if (id.emailAddress !== undefined) return `email:${hex(id.emailAddress)}`
+  if (id.phoneNumber !== undefined) return `phone:${hex(id.phoneNumber)}`
+  const a = isObject(id.address) ? id.address : {}
+  return `address:${hex(a.givenName)}|${hex(a.familyName)}|${String(a.regionCode)}|${String(a.postalCode)}`
+}
+
 /** A hashed value of the request's encoding: 64 hex characters (HEX) or 32 bytes in base64 (BASE64). */
 const isHashed = (v: unknown, encoding: string): boolean => {
   if (typeof v !== "string") return false
@@ -215,6 +287,9 @@ interface AdsRowError {
 }
 
 interface TrackedRequest {
+  readonly kind: "events" | "audience_ingest" | "audience_remove"
+  /** Audience requests: user identifiers in the request. */
+  readonly userIdentifierCount: number
   polls: number
   readonly destinations: ReadonlyArray<unknown>
   readonly recordCount: number
@@ -239,6 +314,10 @@ export class Emulator {
   /** Click id → when the click happened (registered through `POST /__sandbox/clicks`). */
   private clicks = new Map<string, number>()
   private jobSeq = 0
+  private audienceLog: Array<StoredAudienceRequest> = []
+  private audienceSeq = 0
+  /** User list id → identifier key → the `UserIdentifier` as received (insertion order = first added). */
+  private memberships = new Map<string, Map<string, Record<string, unknown>>>()
   private faults:
     | { status: number; remaining: number; skip: number; retryAfter?: number | string; body?: unknown }
     | undefined
@@ -271,11 +350,19 @@ export class Emulator {
       upload_responses: {} as Record<string, number>,
       conversions_received: 0,
       conversions_stored: 0,
-      conversion_errors: {} as Record<string, number>
+      conversion_errors: {} as Record<string, number>,
+      audience_requests: 0,
+      audience_responses: {} as Record<string, number>,
+      audience_members_received: 0,
+      audience_members_ingested: 0,
+      audience_members_removed: 0
     }
   }
 
-  /** Forgets events, tokens, request statuses, statistics and faults (the configuration is kept). */
+  /**
+   * Forgets events, memberships, tokens, request statuses, statistics and faults (the configuration, user lists
+   * included, is kept).
+   */
   reset(): void {
     this.tokens.clear()
     this.stored = []
@@ -288,6 +375,9 @@ export class Emulator {
     this.clickKeys.clear()
     this.clicks.clear()
     this.jobSeq = 0
+    this.audienceLog = []
+    this.audienceSeq = 0
+    this.memberships.clear()
     this.faults = undefined
     this.statusFault = undefined
     this.down = undefined
@@ -297,6 +387,11 @@ export class Emulator {
 
   events(): ReadonlyArray<StoredEvent> {
     return this.stored
+  }
+
+  /** The identifiers currently in a user list, in the order they were first added. */
+  audienceMembers(userListId: string): ReadonlyArray<Record<string, unknown>> {
+    return [...(this.memberships.get(userListId)?.values() ?? [])]
   }
 
   handle(req: Request): { readonly reply: Reply; readonly delayMs: number } {
@@ -309,6 +404,13 @@ export class Emulator {
       if (req.method !== "POST") return { reply: rpcError(404, "Method not found."), delayMs: 0 }
       const reply = this.ingest(req)
       this.stats.responses[String(reply.status)] = (this.stats.responses[String(reply.status)] ?? 0) + 1
+      return { reply, delayMs: this.delayMs }
+    }
+    if (path === "/v1/audienceMembers:ingest" || path === "/v1/audienceMembers:remove") {
+      if (req.method !== "POST") return { reply: rpcError(404, "Method not found."), delayMs: 0 }
+      const reply = this.audienceMembersRequest(req, path.endsWith(":ingest") ? "ingest" : "remove")
+      const counts = this.stats.audience_responses
+      counts[String(reply.status)] = (counts[String(reply.status)] ?? 0) + 1
       return { reply, delayMs: this.delayMs }
     }
     const upload = /^\/(v\d+)\/customers\/([^/:]+):uploadClickConversions$/.exec(path)
@@ -365,14 +467,14 @@ export class Emulator {
   }
 
   /** Undefined when the bearer token is valid and unexpired, else the 401 answer. */
-  private authenticate(req: Request): Reply | undefined {
+  private authenticate(req: Request, method = "IngestEvents"): Reply | undefined {
     const m = /^Bearer\s+(\S+)$/i.exec(req.authorization ?? "")
     const expiresAt = m === null ? undefined : this.tokens.get(m[1]!)
     if (expiresAt !== undefined && req.now < expiresAt) return undefined
     return rpcError(401, UNAUTHENTICATED_MESSAGE, [
       errorInfo(expiresAt === undefined ? "ACCESS_TOKEN_TYPE_UNSUPPORTED" : "ACCESS_TOKEN_EXPIRED", {
         service: DOMAIN,
-        method: "google.ads.datamanager.v1.IngestionService.IngestEvents"
+        method: `google.ads.datamanager.v1.IngestionService.${method}`
       })
     ], { "www-authenticate": "Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\"" })
   }
@@ -402,26 +504,10 @@ export class Emulator {
       this.reject("unavailable", events.length)
       return rpcError(503, "The service is currently unavailable.", [], this.retryAfterHeader(this.down.retryAfter))
     }
-    if (this.config.rateLimitPerMinute > 0) {
-      this.recent = this.recent.filter((t) => req.now - t < 60_000)
-      if (this.recent.length >= this.config.rateLimitPerMinute) {
-        this.reject("rate limited", events.length)
-        const waitS = Math.max(1, Math.ceil((this.recent[0]! + 60_000 - req.now) / 1000))
-        return rpcError(
-          429,
-          "Quota exceeded for quota metric 'Ingestion requests' and limit 'Ingestion requests per minute' of " +
-            `service '${DOMAIN}'.`,
-          [
-            errorInfo("RATE_LIMIT_EXCEEDED", {
-              service: DOMAIN,
-              quota_limit_value: String(this.config.rateLimitPerMinute)
-            }),
-            { "@type": "type.googleapis.com/google.rpc.RetryInfo", retryDelay: `${waitS}s` }
-          ],
-          { "retry-after": String(waitS) }
-        )
-      }
-      this.recent.push(req.now)
+    const limited = this.quota(req)
+    if (limited !== undefined) {
+      this.reject("rate limited", events.length)
+      return limited
     }
     const fault = this.takeFault()
     if (fault !== undefined) {
@@ -483,6 +569,8 @@ export class Emulator {
       if (status.remaining <= 0) this.statusFault = undefined
     }
     this.requests.set(requestId, {
+      kind: "events",
+      userIdentifierCount: 0,
       polls: 0,
       destinations,
       recordCount: events.length,
@@ -490,6 +578,30 @@ export class Emulator {
       errorCounts: status?.errorCounts ?? []
     })
     return json(200, { requestId })
+  }
+
+  /** The per-project request quota (shared by every Data Manager method): undefined, or the 429 answer. */
+  private quota(req: Request): Reply | undefined {
+    if (this.config.rateLimitPerMinute <= 0) return undefined
+    this.recent = this.recent.filter((t) => req.now - t < 60_000)
+    if (this.recent.length >= this.config.rateLimitPerMinute) {
+      const waitS = Math.max(1, Math.ceil((this.recent[0]! + 60_000 - req.now) / 1000))
+      return rpcError(
+        429,
+        "Quota exceeded for quota metric 'Ingestion requests' and limit 'Ingestion requests per minute' of " +
+          `service '${DOMAIN}'.`,
+        [
+          errorInfo("RATE_LIMIT_EXCEEDED", {
+            service: DOMAIN,
+            quota_limit_value: String(this.config.rateLimitPerMinute)
+          }),
+          { "@type": "type.googleapis.com/google.rpc.RetryInfo", retryDelay: `${waitS}s` }
+        ],
+        { "retry-after": String(waitS) }
+      )
+    }
+    this.recent.push(req.now)
+    return undefined
   }
 
   /** Every violation of the documented contract, as google.rpc BadRequest field violations. */
@@ -647,6 +759,274 @@ export class Emulator {
       }
     })
     return out
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Customer Match: audienceMembers:ingest and audienceMembers:remove
+
+  private audienceMembersRequest(req: Request, op: "ingest" | "remove"): Reply {
+    this.stats.audience_requests += 1
+    const parsed = this.parse(req.body)
+    const members = isObject(parsed) && Array.isArray(parsed.audienceMembers) ? parsed.audienceMembers : []
+    this.stats.audience_members_received += members.length
+    const unauthenticated = this.authenticate(req, op === "ingest" ? "IngestAudienceMembers" : "RemoveAudienceMembers")
+    if (unauthenticated !== undefined) {
+      this.reject("unauthenticated", 1)
+      return unauthenticated
+    }
+    if (this.down !== undefined) {
+      this.reject("unavailable", members.length)
+      return rpcError(503, "The service is currently unavailable.", [], this.retryAfterHeader(this.down.retryAfter))
+    }
+    const limited = this.quota(req)
+    if (limited !== undefined) {
+      this.reject("rate limited", members.length)
+      return limited
+    }
+    const fault = this.takeFault()
+    if (fault !== undefined) {
+      this.reject(`fault ${fault.status}`, members.length)
+      if (fault.body !== undefined) return json(fault.status, fault.body, this.retryAfterHeader(fault.retryAfter))
+      return rpcError(fault.status, "Injected fault.", [], this.retryAfterHeader(fault.retryAfter))
+    }
+    if (!isObject(parsed)) {
+      this.reject("invalid JSON", 1)
+      return rpcError(400, "Invalid JSON payload received.", [])
+    }
+    // Proto JSON parsing refuses fields the request message does not have (`consent` / `termsOfService` on remove).
+    const known = op === "ingest" ? INGEST_AUDIENCE_FIELDS : REMOVE_AUDIENCE_FIELDS
+    const unknown = Object.keys(parsed).find((k) => !known.has(k))
+    if (unknown !== undefined) {
+      this.reject("unknown field", 1)
+      const message = `Invalid JSON payload received. Unknown name ${JSON.stringify(unknown)}: Cannot find field.`
+      return rpcError(400, message, [{
+        "@type": "type.googleapis.com/google.rpc.BadRequest",
+        fieldViolations: [{ description: message }]
+      }])
+    }
+    const violations = this.validateAudience(parsed, op)
+    if (violations.length > 0) {
+      for (const v of violations) this.reject(v.reason, 1)
+      return rpcError(400, "There was a problem with the request.", [
+        errorInfo("INVALID_ARGUMENT"),
+        {
+          "@type": "type.googleapis.com/google.rpc.BadRequest",
+          fieldViolations: violations.map(({ description, field, reason }) => ({
+            field,
+            ...(description !== "" ? { description } : {}),
+            reason
+          }))
+        }
+      ])
+    }
+    const destinations = parsed.destinations as ReadonlyArray<Record<string, unknown>>
+    for (const d of destinations) {
+      const userListId = String(d.productDestinationId)
+      if (!this.config.userLists.includes(userListId)) {
+        this.reject("INVALID_USER_LIST_ID", members.length)
+        const account = String((d.operatingAccount as Record<string, unknown>).accountId)
+        return rpcError(404, `User list ${userListId} was not found in account ${account}.`, [
+          errorInfo("INVALID_USER_LIST_ID", { user_list_id: userListId, operating_account_id: account })
+        ])
+      }
+    }
+    const requestId = randomUUID()
+    if (parsed.validateOnly === true) {
+      this.stats.validate_only_requests += 1
+      return json(200, { requestId })
+    }
+    const encoding = parsed.encoding === "BASE64" ? "BASE64" : "HEX"
+    const identifiersOf = (m: unknown) =>
+      ((m as Record<string, unknown>).userData as Record<string, unknown>).userIdentifiers as ReadonlyArray<
+        Record<string, unknown>
+      >
+    for (const d of destinations) {
+      const userListId = String(d.productDestinationId)
+      const list = this.memberships.get(userListId) ?? new Map<string, Record<string, unknown>>()
+      this.memberships.set(userListId, list)
+      for (const m of members) {
+        for (const id of identifiersOf(m)) {
+          const key = identifierKey(id, encoding)
+          if (op === "ingest") {
+            if (!list.has(key)) list.set(key, id)
+          } else list.delete(key)
+        }
+      }
+      if (op === "ingest") this.stats.audience_members_ingested += members.length
+      else this.stats.audience_members_removed += members.length
+      this.audienceLog.push({
+        seq: ++this.audienceSeq,
+        received_at: req.now,
+        request_id: requestId,
+        op,
+        operating_account_id: String((d.operatingAccount as Record<string, unknown>).accountId),
+        user_list_id: userListId,
+        members: members as ReadonlyArray<Record<string, unknown>>,
+        terms_of_service: op === "ingest"
+          ? String((parsed.termsOfService as Record<string, unknown>).customerMatchTermsOfServiceStatus)
+          : null
+      })
+    }
+    const status = this.statusFault
+    if (status !== undefined) {
+      status.remaining -= 1
+      if (status.remaining <= 0) this.statusFault = undefined
+    }
+    this.requests.set(requestId, {
+      kind: op === "ingest" ? "audience_ingest" : "audience_remove",
+      userIdentifierCount: members.reduce((n: number, m) => n + identifiersOf(m).length, 0),
+      polls: 0,
+      destinations,
+      recordCount: members.length,
+      final: status?.requestStatus ?? "SUCCESS",
+      errorCounts: status?.errorCounts ?? []
+    })
+    return json(200, { requestId })
+  }
+
+  /**
+   * Every violation of the audience request contract. Field paths are proto paths, as Google writes them
+   * (`audience_members.audience_members[0].user_data.user_identifiers`), each with its `ErrorReason`.
+   */
+  private validateAudience(body: Record<string, unknown>, op: "ingest" | "remove"): ReadonlyArray<Violation> {
+    const out: Array<Violation> = []
+    const add = (field: string, reason: string, description: string) => out.push({ field, reason, description })
+    const destinations = body.destinations
+    if (!Array.isArray(destinations) || destinations.length === 0) {
+      add("destinations", "REQUIRED_FIELD_MISSING", "At least one destination is required.")
+    } else if (destinations.length > 10) {
+      add("destinations", "TOO_MANY_DESTINATIONS", "Maximum number of destinations allowed per request is 10.")
+    } else {
+      destinations.forEach((d: unknown, i) => {
+        const dest = isObject(d) ? d : {}
+        for (const [which, name] of [["operatingAccount", "operating_account"], ["loginAccount", "login_account"]]) {
+          const account = dest[which!]
+          if (account === undefined && which === "loginAccount") continue
+          const a = isObject(account) ? account : {}
+          if (typeof a.accountId !== "string" || !/^\d{10}$/.test(a.accountId)) {
+            add(`destinations[${i}].${name}.account_id`, "INVALID_FORMAT", "The account ID must be 10 digits.")
+          }
+          if (typeof a.accountType !== "string" || !ACCOUNT_TYPES.has(a.accountType)) {
+            add(`destinations[${i}].${name}.account_type`, "INVALID_ENUM_VALUE", "Enum value cannot be used.")
+          }
+        }
+        if (typeof dest.productDestinationId !== "string" || dest.productDestinationId === "") {
+          add(`destinations[${i}].product_destination_id`, "REQUIRED_FIELD_MISSING", "Required field is missing.")
+        } else if (!/^\d+$/.test(dest.productDestinationId)) {
+          add(`destinations[${i}].product_destination_id`, "INVALID_USER_LIST_ID", "User list is not valid.")
+        }
+      })
+    }
+    if (op === "ingest") {
+      const terms = isObject(body.termsOfService) ? body.termsOfService.customerMatchTermsOfServiceStatus : undefined
+      if (terms !== "ACCEPTED") {
+        add(
+          "terms_of_service.customer_match_terms_of_service_status",
+          "TERMS_AND_CONDITIONS_NOT_SIGNED",
+          "Required terms and conditions are not accepted."
+        )
+      }
+      if (body.consent !== undefined) this.validateConsent(body.consent, "consent", add)
+    }
+    const members = body.audienceMembers
+    if (!Array.isArray(members) || members.length === 0) {
+      add("audience_members", "REQUIRED_FIELD_MISSING", "At least one audience member is required.")
+      return out
+    }
+    if (members.length > this.config.maxAudienceMembersPerRequest) {
+      add(
+        "audience_members",
+        "TOO_MANY_AUDIENCE_MEMBERS",
+        "Maximum number of audience members allowed per request is " +
+          `${this.config.maxAudienceMembersPerRequest.toLocaleString("en-US")}.`
+      )
+      return out
+    }
+    const encoding = body.encoding
+    if (encoding !== undefined && encoding !== "HEX" && encoding !== "BASE64") {
+      add("encoding", "INVALID_ENUM_VALUE", "Enum value cannot be used.")
+      return out
+    }
+    if (encoding === undefined) {
+      add("encoding", "REQUIRED_FIELD_MISSING", "Encoding is required for user data uploads.")
+      return out
+    }
+    members.forEach((raw: unknown, i) => {
+      const at = `audience_members.audience_members[${i}]`
+      if (!isObject(raw)) {
+        add(at, "INVALID_AUDIENCE_MEMBER", "This audience member is not valid.")
+        return
+      }
+      const kinds = AUDIENCE_DATA_KINDS.filter((k) => raw[k] !== undefined)
+      if (kinds.length !== 1) {
+        add(at, "INVALID_AUDIENCE_MEMBER", "Exactly one kind of identifying data must be set.")
+        return
+      }
+      if (kinds[0] !== "userData") {
+        add(at, "INVALID_AUDIENCE_MEMBER", `${kinds[0]} is not emulated by the sandbox (user data only).`)
+        return
+      }
+      const ids = isObject(raw.userData) ? raw.userData.userIdentifiers : undefined
+      const idsAt = `${at}.user_data.user_identifiers`
+      if (!Array.isArray(ids) || ids.length === 0) {
+        add(idsAt, "REQUIRED_FIELD_MISSING", "Required field is missing.")
+      } else if (ids.length > 10) {
+        add(idsAt, "TOO_MANY_USER_IDENTIFIERS", "Maximum number of user identifiers allowed per audience member is 10.")
+      } else {
+        for (const u of ids) {
+          const id = isObject(u) ? u : {}
+          const which = ["emailAddress", "phoneNumber", "address"].filter((k) => id[k] !== undefined)
+          if (which.length !== 1) {
+            add(idsAt, "INVALID_ARGUMENT", "Exactly one of email_address, phone_number and address must be set.")
+            continue
+          }
+          const kind = which[0]!
+          const hashedValues = kind === "address"
+            ? [
+              isObject(id.address) ? id.address.givenName : undefined,
+              isObject(id.address) ? id.address.familyName : undefined
+            ]
+            : [id[kind]]
+          const label = kind === "emailAddress" ? "Email" : kind === "phoneNumber" ? "Phone number" : "Name"
+          for (const v of hashedValues) {
+            const problem = hashProblem(v, encoding)
+            // Google's documented answers: plain text is an encoding error; a hex value that is no SHA-256 digest
+            // is INVALID_SHA256_FORMAT, reported on the member without a description.
+            if (problem === "encoding") {
+              add(
+                idsAt,
+                encoding === "HEX" ? "INVALID_HEX_ENCODING" : "INVALID_BASE64_ENCODING",
+                `${label} is not ${encoding === "HEX" ? "hex" : "base64"} encoded.`
+              )
+            } else if (problem === "sha256") add(at, "INVALID_SHA256_FORMAT", "")
+          }
+          if (kind === "address") {
+            const address = isObject(id.address) ? id.address : {}
+            if (typeof address.regionCode !== "string" || !/^[A-Z]{2}$/.test(address.regionCode)) {
+              add(`${idsAt}.address.region_code`, "INVALID_COUNTRY_CODE", "Country code is not valid.")
+            }
+            if (typeof address.postalCode !== "string" || address.postalCode.trim() === "") {
+              add(`${idsAt}.address.postal_code`, "INVALID_POSTAL_CODE", "Postal code is not valid.")
+            }
+          }
+        }
+      }
+      if (raw.consent !== undefined) this.validateConsent(raw.consent, `${at}.consent`, add)
+    })
+    return out
+  }
+
+  private validateConsent(
+    consent: unknown,
+    at: string,
+    add: (field: string, reason: string, description: string) => void
+  ): void {
+    const c = isObject(consent) ? consent : {}
+    for (const [k, name] of [["adUserData", "ad_user_data"], ["adPersonalization", "ad_personalization"]] as const) {
+      if (c[k] !== undefined && (typeof c[k] !== "string" || !CONSENT_VALUES.has(c[k]))) {
+        add(`${at}.${name}`, "INVALID_ENUM_VALUE", "Enum value cannot be used.")
+      }
+    }
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -1010,7 +1390,7 @@ export class Emulator {
       requestStatusPerDestination: tracked.destinations.map((destination) => ({
         destination,
         requestStatus,
-        eventsIngestionStatus: { recordCount: String(tracked.recordCount) },
+        ...this.statusOfKind(tracked),
         ...(!processing && tracked.errorCounts.length > 0
           ? {
             errorInfo: {
@@ -1020,6 +1400,22 @@ export class Emulator {
           : {})
       }))
     })
+  }
+
+  /** The status field of the request's kind (`eventsIngestionStatus`, or the audience ingestion / removal status). */
+  private statusOfKind(tracked: TrackedRequest): Record<string, unknown> {
+    const counts = {
+      recordCount: String(tracked.recordCount),
+      userIdentifierCount: String(tracked.userIdentifierCount)
+    }
+    switch (tracked.kind) {
+      case "audience_ingest":
+        return { audienceMembersIngestionStatus: { userDataIngestionStatus: counts } }
+      case "audience_remove":
+        return { audienceMembersRemovalStatus: { userDataRemovalStatus: counts } }
+      default:
+        return { eventsIngestionStatus: { recordCount: String(tracked.recordCount) } }
+    }
   }
 
   private takeFault() {
@@ -1038,6 +1434,14 @@ export class Emulator {
   // Control
 
   private control(req: Request, path: string): Reply {
+    const list = /^\/__sandbox\/audiences\/([^/]+)$/.exec(path)
+    if (list !== null && req.method === "GET") {
+      const userListId = decodeURIComponent(list[1]!)
+      if (!this.config.userLists.includes(userListId)) {
+        return rpcError(404, `User list ${userListId} was not found.`)
+      }
+      return json(200, { user_list_id: userListId, identifiers: this.audienceMembers(userListId) })
+    }
     switch (`${req.method} ${path}`) {
       case "GET /__sandbox/events":
         return json(200, { events: this.stored })
@@ -1048,6 +1452,25 @@ export class Emulator {
         return json(200, this.stats)
       case "GET /__sandbox/conversions":
         return json(200, { conversions: this.conversions })
+      case "GET /__sandbox/audiences":
+        return json(200, {
+          user_lists: this.config.userLists.map((id) => ({
+            user_list_id: id,
+            identifiers: this.memberships.get(id)?.size ?? 0
+          }))
+        })
+      case "GET /__sandbox/audience-requests":
+        return json(200, { requests: this.audienceLog })
+      case "POST /__sandbox/user-lists": {
+        // `{ "ids": ["123", …] }`: these user lists exist from now on (kept across resets, like the config).
+        const body = this.parse(req.body)
+        const ids = isObject(body) && Array.isArray(body.ids) ? body.ids : undefined
+        if (ids === undefined || !ids.every((id) => typeof id === "string" && /^\d{1,19}$/.test(id))) {
+          return json(400, { error: "expected { \"ids\": [\"<user list id, digits>\", …] }" })
+        }
+        this.config = { ...this.config, userLists: [...new Set([...this.config.userLists, ...(ids as Array<string>)])] }
+        return json(200, { user_lists: this.config.userLists })
+      }
       case "POST /__sandbox/clicks": {
         // `{ "<click id>": <epoch ms of the click> }`: enables the click-age checks for those clicks.
         const body = this.parse(req.body)
@@ -1087,11 +1510,17 @@ export class Emulator {
           ingest: "POST /v1/events:ingest",
           uploadClickConversions: "POST /v{N}/customers/{customerId}:uploadClickConversions",
           status: "GET /v1/requestStatus:retrieve?requestId=…",
+          audienceIngest: "POST /v1/audienceMembers:ingest",
+          audienceRemove: "POST /v1/audienceMembers:remove",
           control: [
             "GET /__sandbox/events",
             "DELETE /__sandbox/events",
             "GET /__sandbox/stats",
             "GET /__sandbox/conversions",
+            "GET /__sandbox/audiences",
+            "GET /__sandbox/audiences/{userListId}",
+            "GET /__sandbox/audience-requests",
+            "POST /__sandbox/user-lists",
             "POST /__sandbox/clicks",
             "POST /__sandbox/faults",
             "DELETE /__sandbox/faults",
@@ -1154,6 +1583,14 @@ export class Emulator {
     if (positive(body.minClickAgeHours)) next.minClickAgeHours = body.minClickAgeHours as number
     if (positive(body.maxConversionsPerUpload)) {
       next.maxConversionsPerUpload = Math.floor(body.maxConversionsPerUpload as number)
+    }
+    if (positive(body.maxAudienceMembersPerRequest)) {
+      next.maxAudienceMembersPerRequest = Math.floor(body.maxAudienceMembersPerRequest as number)
+    }
+    if (
+      Array.isArray(body.userLists) && body.userLists.every((id) => typeof id === "string" && /^\d{1,19}$/.test(id))
+    ) {
+      next.userLists = body.userLists as Array<string>
     }
     if (
       Array.isArray(body.clients) &&
