@@ -1,6 +1,7 @@
 /**
  * The LinkedIn destination: canonical events → LinkedIn Conversions API (`POST /rest/conversionEvents`,
- * `X-RestLi-Method: BATCH_CREATE`).
+ * `X-RestLi-Method: BATCH_CREATE`), and audience membership → DMP segment users (`POST /rest/dmpSegments/{id}/users`,
+ * `BATCH_CREATE` of `ADD` / `REMOVE` elements).
  *
  * `transform` is pure and returns the exact wire element: the conversion rule URN mapped from the event name, the
  * event time in epoch milliseconds, the amount as a decimal string (left out without a value), our dedup key as
@@ -8,6 +9,9 @@
  * `userInfo`. `send` authenticates with OAuth 2.0 (refresh token → cached access token, refreshed before expiry; a
  * 401 refreshes once and retries), makes one BATCH_CREATE per batch and maps every per-element status to an
  * outcome; whole-request answers become typed errors. No secret is ever echoed in an outcome or an error.
+ *
+ * `audiences` (plugin API 1.2): `member` is pure and gives the person's `SHA256_EMAIL` ids; `send` makes one
+ * BATCH_CREATE on the segment's users with `action` `ADD` or `REMOVE`, with the same token handling and answers.
  */
 import type { HttpClientError } from "@effect/platform"
 import { HttpClient, HttpClientRequest } from "@effect/platform"
@@ -40,10 +44,12 @@ export const CONVERSION_URN_PREFIX = "urn:lla:llaPartnerConversion:"
 /** Package name (matches package.json). */
 export const PLUGIN_NAME = "@tracklayer/plugin-linkedin"
 /** Package version (matches package.json; a test keeps them equal). */
-export const PLUGIN_VERSION = "0.1.0"
+export const PLUGIN_VERSION = "0.2.0"
 
 /** Most conversion events in one BATCH_CREATE (LinkedIn Conversions FAQ: up to 5,000 per batch). */
 export const MAX_EVENTS_PER_REQUEST = 5000
+/** Most DMP segment users in one BATCH_CREATE (the partner-documented 5,000; LinkedIn's page states no figure). */
+export const MAX_SEGMENT_USERS_PER_REQUEST = 5000
 /** How old an event LinkedIn accepts (conversionHappenedAt within the last 90 days). */
 export const WINDOW_DAYS = 90
 /** Pause after a 429 without `Retry-After` (LinkedIn's limits are per minute and per day). */
@@ -247,24 +253,31 @@ const text = (u: unknown): string | undefined => {
 const recordOf = (u: unknown): Record<string, unknown> =>
   typeof u === "object" && u !== null && !Array.isArray(u) ? (u as Record<string, unknown>) : {}
 
-/** SHA-256 email ids of the person (raw emails normalised and hashed; existing hashes passed through), deduplicated. */
-const emailIds = (event: DeliveryEvent): ReadonlyArray<UserId> => {
-  const user = event.event.user
-  const hashes = [
-    ...event.identity.emails.map((e) => Pii.LinkedIn.email(e)?.hash),
-    ...(user?.email !== undefined ? [Pii.LinkedIn.email(user.email)?.hash] : []),
-    // Already hashed join keys: LinkedIn's normalisation (trim + lowercase) is the one they were made with.
-    ...event.identity.emailSha256.map((h) => Pii.LinkedIn.email(h)?.hash),
-    ...(user?.email_sha256 !== undefined ? [Pii.LinkedIn.email(user.email_sha256)?.hash] : [])
-  ]
+/**
+ * `SHA256_EMAIL` ids of emails, in order (raw emails normalised and hashed; existing hashes passed through: LinkedIn's
+ * normalisation, trim + lowercase, is the one TrackLayer's join keys were made with), deduplicated.
+ */
+const sha256EmailIds = (values: ReadonlyArray<string>): ReadonlyArray<UserId & { readonly idType: "SHA256_EMAIL" }> => {
   const seen = new Set<string>()
-  const out: Array<UserId> = []
-  for (const h of hashes) {
+  const out: Array<UserId & { readonly idType: "SHA256_EMAIL" }> = []
+  for (const v of values) {
+    const h = Pii.LinkedIn.email(v)?.hash
     if (h === undefined || seen.has(h)) continue
     seen.add(h)
     out.push({ idType: "SHA256_EMAIL", idValue: h })
   }
   return out
+}
+
+/** SHA-256 email ids of the person: every email of the identity and of the event, deduplicated. */
+const emailIds = (event: DeliveryEvent): ReadonlyArray<UserId> => {
+  const user = event.event.user
+  return sha256EmailIds([
+    ...event.identity.emails,
+    ...(user?.email !== undefined ? [user.email] : []),
+    ...event.identity.emailSha256,
+    ...(user?.email_sha256 !== undefined ? [user.email_sha256] : [])
+  ])
 }
 
 const userInfoOf = (event: DeliveryEvent): UserInfo => {
@@ -383,8 +396,14 @@ interface SendContext {
 const redact = (ctx: SendContext, s: string): string => OAuth.redactAll(s, ctx.secrets)
 const excerpt = (ctx: SendContext, s: string): string => redact(ctx, s).slice(0, MAX_BODY_EXCERPT)
 
+/** Where a BATCH_CREATE goes: the Conversions API, or the users of one DMP segment. */
+type Target =
+  | { readonly kind: "conversions"; readonly url: string }
+  | { readonly kind: "segment"; readonly url: string; readonly segmentId: string }
+
 const post = Effect.fn("LinkedIn.post")(function*(
-  elements: ReadonlyArray<ConversionEvent>,
+  target: Target,
+  elements: ReadonlyArray<unknown>,
   token: string,
   ctx: SendContext
 ) {
@@ -394,7 +413,7 @@ const post = Effect.fn("LinkedIn.post")(function*(
     new Destination.RetryableError({ message: excerpt(ctx, `LinkedIn request failed: ${e.message}`) })
   const client = yield* HttpClient.HttpClient
   const response = yield* client.execute(
-    HttpClientRequest.post(endpointOf(ctx.settings)).pipe(
+    HttpClientRequest.post(target.url).pipe(
       HttpClientRequest.setHeaders({
         Authorization: `Bearer ${token}`,
         "LinkedIn-Version": LINKEDIN_API_VERSION,
@@ -435,7 +454,7 @@ const errorText = (u: unknown): string => {
 
 /** Per-element statuses → outcomes, in request order. */
 const perElement = (
-  elements: ReadonlyArray<ConversionEvent>,
+  elements: ReadonlyArray<unknown>,
   answered: ReadonlyArray<unknown>,
   reply: Reply,
   ctx: SendContext
@@ -459,7 +478,8 @@ const perElement = (
 
 /** Classifies one answer: per-element outcomes, or a typed error for the whole request. */
 const classify = (
-  elements: ReadonlyArray<ConversionEvent>,
+  target: Target,
+  elements: ReadonlyArray<unknown>,
   reply: Reply,
   ctx: SendContext
 ): Effect.Effect<ReadonlyArray<Outcome>, SendError> => {
@@ -476,7 +496,19 @@ const classify = (
       new Destination.AuthFailedError({
         message: s === 401 ?
           `${what}; the access token was refused again after a refresh` :
-          `${what}; the member needs rw_conversions and a role on the ad account`,
+          target.kind === "conversions" ?
+          `${what}; the member needs rw_conversions and a role on the ad account` :
+          `${what}; the member needs rw_dmp_segments and a role other than VIEWER on the segment's ad account`,
+        ...fields
+      })
+    )
+  }
+  if (s === 404 && target.kind === "segment") {
+    // An unknown segment is a routing problem an operator must fix (or a segment created seconds ago): drop nothing.
+    return Effect.fail(
+      new Destination.AuthFailedError({
+        message: `${what}; DMP segment ${target.segmentId} was not found at ${target.url} (check the audience ` +
+          "routing; LinkedIn takes about 5 seconds to make a new segment available)",
         ...fields
       })
     )
@@ -485,7 +517,7 @@ const classify = (
     // A wrong endpoint or an API version LinkedIn no longer serves: an operator must act; drop nothing.
     return Effect.fail(
       new Destination.AuthFailedError({
-        message: `${what}; check apiBase (${endpointOf(ctx.settings)}) and LinkedIn-Version ${LINKEDIN_API_VERSION}`,
+        message: `${what}; check apiBase (${target.url}) and LinkedIn-Version ${LINKEDIN_API_VERSION}`,
         ...fields
       })
     )
@@ -513,25 +545,26 @@ const classify = (
 
 /** One request (two when LinkedIn refuses the cached token: refresh once, then retry once). */
 const exchange = (
-  elements: ReadonlyArray<ConversionEvent>,
+  target: Target,
+  elements: ReadonlyArray<unknown>,
   ctx: SendContext
 ): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> =>
   Effect.gen(function*() {
     const token = yield* OAuth.accessToken(ctx.credentials)
     ctx.secrets.push(token)
-    const reply = yield* post(elements, token, ctx)
-    if (reply.status !== 401) return yield* classify(elements, reply, ctx)
+    const reply = yield* post(target, elements, token, ctx)
+    if (reply.status !== 401) return yield* classify(target, elements, reply, ctx)
     yield* OAuth.invalidate(ctx.credentials, token)
     const fresh = yield* OAuth.accessToken(ctx.credentials)
     ctx.secrets.push(fresh)
-    return yield* classify(elements, yield* post(elements, fresh, ctx), ctx)
+    return yield* classify(target, elements, yield* post(target, elements, fresh, ctx), ctx)
   })
 
 /** `exchange` for a later chunk: request-level failures become per-event outcomes (auth failures still stop). */
-const exchangeRest = (elements: ReadonlyArray<ConversionEvent>, ctx: SendContext) => {
+const exchangeRest = (target: Target, elements: ReadonlyArray<unknown>, ctx: SendContext) => {
   const info = (e: { readonly status?: number | undefined; readonly body?: string | undefined }) =>
     e.status !== undefined ? { status: e.status, body: e.body ?? "" } : undefined
-  return exchange(elements, ctx).pipe(
+  return exchange(target, elements, ctx).pipe(
     Effect.catchTags({
       RetryableError: (e) => Effect.succeed(elements.map(() => Destination.Retry(e.message, e.retryAfterMs, info(e)))),
       PayloadInvalidError: (e) => Effect.succeed(elements.map(() => Destination.Rejected(e.message, info(e))))
@@ -556,10 +589,112 @@ export const send = Effect.fn("LinkedIn.send")(function*(
   for (let i = 0; i < payloads.length; i += settings.maxEventsPerRequest) {
     const chunk = payloads.slice(i, i + settings.maxEventsPerRequest)
     // Until something was delivered, a whole-request failure is the batch's failure.
-    outcomes.push(...(yield* (i === 0 ? exchange(chunk, ctx) : exchangeRest(chunk, ctx))))
+    const target: Target = { kind: "conversions", url: endpointOf(settings) }
+    outcomes.push(...(yield* (i === 0 ? exchange(target, chunk, ctx) : exchangeRest(target, chunk, ctx))))
   }
   return outcomes as ReadonlyArray<Outcome>
 })
+
+// ---------------------------------------------------------------------------------------------------------------
+// Audiences (plugin API 1.2): DMP segment users
+// ---------------------------------------------------------------------------------------------------------------
+
+/** One person as a DMP segment user (the audience member payload): their `SHA256_EMAIL` ids. */
+export interface SegmentMember {
+  readonly userIds: ReadonlyArray<{ readonly idType: "SHA256_EMAIL"; readonly idValue: string }>
+}
+
+/** One element of the BATCH_CREATE on `/dmpSegments/{id}/users`, exactly as sent. */
+export interface SegmentUserElement extends SegmentMember {
+  readonly action: "ADD" | "REMOVE"
+}
+
+const SEGMENT_ID = /^\d{1,20}$/
+
+/** `<apiBase>/dmpSegments/<segment id>/users`. */
+export const segmentUsersUrl = (settings: Settings, segmentId: string): string =>
+  `${settings.apiBase.replace(/\/+$/, "")}/dmpSegments/${encodeURIComponent(segmentId)}/users`
+
+/**
+ * Pure: the person's `SHA256_EMAIL` ids (every email known for them, raw ones normalised with `Pii.LinkedIn` as for
+ * conversions, join-key hashes passed through, deduplicated). No email → skipped `invalid`: hashed emails are the
+ * only person identifier TrackLayer has that LinkedIn matches segment users on.
+ */
+export const audienceMember = (
+  change: Destination.AudienceChange,
+  _settings: Settings
+): Either.Either<SegmentMember, Destination.SkipReason> => {
+  const userIds = sha256EmailIds([...change.identity.emails, ...change.identity.emailSha256])
+  if (userIds.length === 0) {
+    return invalid("no email usable for a LinkedIn DMP segment (LinkedIn matches segment users on SHA-256 emails)")
+  }
+  return Either.right({ userIds })
+}
+
+/**
+ * Sends one batch of audience changes as BATCH_CREATE on `/dmpSegments/{id}/users`: `add` → elements with
+ * `action: "ADD"`, `remove` → `"REMOVE"`, at most 5,000 per request, with the conversions' OAuth handling (refresh
+ * and one retry on 401) and answers (per-element statuses; 404 on the segment → `AuthFailedError`). A segment id that
+ * is not digits is `Rejected` without a request. One outcome per change, in order.
+ */
+export const sendAudience = Effect.fn("LinkedIn.sendAudience")(function*(
+  batch: ReadonlyArray<Destination.PreparedMember<SegmentMember>>,
+  settings: Settings
+) {
+  yield* Effect.annotateCurrentSpan("linkedin.batch_size", batch.length)
+  if (batch.length === 0) return [] as ReadonlyArray<Outcome>
+  const credentials = credentialsOf(settings)
+  const ctx: SendContext = { settings, credentials, secrets: [...OAuth.secretsOf(credentials)] }
+  const outcomes: Array<Outcome | undefined> = batch.map(() => undefined)
+  // The core gives one segment and one operation per batch; a mixed batch is still grouped correctly.
+  const groups = new Map<string, Array<number>>()
+  batch.forEach((p, i) => {
+    const key = `${p.change.op}\u0000${p.change.audienceId}`
+    groups.set(key, [...(groups.get(key) ?? []), i])
+  })
+  let delivered = false
+  for (const indexes of groups.values()) {
+    const { audienceId: segmentId, op } = batch[indexes[0]!]!.change
+    if (!SEGMENT_ID.test(segmentId)) {
+      const reason = `LinkedIn DMP segment ids are digits; ${
+        JSON.stringify(segmentId)
+      } is not one (check the audience routing in the config)`
+      indexes.forEach((i) => (outcomes[i] = Destination.Rejected(reason)))
+      delivered = true
+      continue
+    }
+    const target: Target = { kind: "segment", url: segmentUsersUrl(settings, segmentId), segmentId }
+    const action = op === "add" ? "ADD" : "REMOVE"
+    for (let k = 0; k < indexes.length; k += MAX_SEGMENT_USERS_PER_REQUEST) {
+      const part = indexes.slice(k, k + MAX_SEGMENT_USERS_PER_REQUEST)
+      const elements: ReadonlyArray<SegmentUserElement> = part.map((i) => ({
+        action,
+        userIds: batch[i]!.member.userIds
+      }))
+      // Until something has an outcome, a whole-request failure is the batch's failure.
+      const result = yield* (delivered ? exchangeRest(target, elements, ctx) : exchange(target, elements, ctx))
+      part.forEach((i, j) => (outcomes[i] = result[j]))
+      delivered = true
+    }
+  }
+  return outcomes as ReadonlyArray<Outcome>
+})
+
+/**
+ * Audience request limits: 5,000 users per BATCH_CREATE (as partners document it; LinkedIn's page gives none) and
+ * 4,000,000 bytes (an element with one id is about 110 bytes).
+ */
+export const audienceLimits: Destination.Limits = {
+  maxEventsPerRequest: MAX_SEGMENT_USERS_PER_REQUEST,
+  maxBytesPerRequest: 4_000_000
+}
+
+/** The audience capability (plugin API 1.2): LinkedIn DMP segments. */
+export const audiences: Destination.AudienceCapability<Settings, SegmentMember> = {
+  limits: audienceLimits,
+  member: audienceMember,
+  send: sendAudience
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Plugin and instance
@@ -571,17 +706,19 @@ export const send = Effect.fn("LinkedIn.send")(function*(
  */
 export const limits: Destination.Limits = { maxEventsPerRequest: MAX_EVENTS_PER_REQUEST, maxBytesPerRequest: 4_000_000 }
 
-/** The LinkedIn Conversions API destination plugin (plugin API v1). */
+/** The LinkedIn destination plugin (plugin API 1.2: conversions and DMP segment audiences). */
 export const plugin: Destination.DestinationPlugin<Settings, ConversionEvent> = {
   name: PLUGIN_NAME,
   version: PLUGIN_VERSION,
-  pluginApi: "^1.0.0",
+  // 1.2: the optional `audiences` capability.
+  pluginApi: "^1.2.0",
   settings: Settings,
   purposes: ["advertising"],
   limits,
   window: Duration.days(WINDOW_DAYS),
   transform,
   send,
+  audiences,
   sandbox: (options) => LinkedInSandbox.start(options)
 }
 

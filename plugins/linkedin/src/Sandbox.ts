@@ -1,15 +1,18 @@
 /**
- * A local HTTP server that behaves like LinkedIn's OAuth token endpoint (`POST /oauth/v2/accessToken`) and
- * Conversions API (`POST /rest/conversionEvents`, BATCH_CREATE) as documented: headers, bearer tokens with expiry,
- * per-element validation and statuses, eventId dedup, batch and rate limits; plus control endpoints for tests and
- * demos:
+ * A local HTTP server that behaves like LinkedIn's OAuth token endpoint (`POST /oauth/v2/accessToken`), Conversions
+ * API (`POST /rest/conversionEvents`, BATCH_CREATE) and DMP segment users (`POST /rest/dmpSegments/{id}/users`,
+ * BATCH_CREATE of `ADD` / `REMOVE`) as documented: headers, bearer tokens with expiry, per-element validation and
+ * statuses, eventId dedup, known segments (`SANDBOX_SEGMENT_ID`, `SANDBOX_SEGMENT_ID_2`) and their users, batch and
+ * rate limits; plus control endpoints for tests and demos:
  *
  * - `GET /__sandbox/events` every stored conversion event in arrival order; `DELETE /__sandbox/events` resets all
+ * - `GET /__sandbox/segments` every known segment with its users; `GET /__sandbox/segments/{id}` one of them
  * - `GET /__sandbox/stats` requests, statuses, token requests, elements accepted/stored, duplicates, rejections
  * - `POST /__sandbox/faults` `{ target?: "api" | "token", status, count?, skip?, retryAfter?, body? }` | `{ down }` |
  *   `{ delayMs }`; `DELETE /__sandbox/faults` clears them
  * - `POST /__sandbox/config` `{ accessTokenTtlSeconds?, conversionRules?, activeVersions?, maxElements?,
- *   rateLimitPerMinute?, rateLimitPerDay?, refreshTokens?, clientId?, clientSecret? }`
+ *   rateLimitPerMinute?, rateLimitPerDay?, refreshTokens?, clientId?, clientSecret?, dmpSegments?,
+ *   maxSegmentElements? }`
  * - `POST /__sandbox/revoke` every issued access token stops working (refresh tokens still do)
  */
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
@@ -24,6 +27,9 @@ import { Emulator, type EmulatorConfig, type Faults as EmulatorFaults } from "./
 export const SANDBOX_CLIENT_ID = "sandbox-linkedin-client"
 export const SANDBOX_CLIENT_SECRET = "sandbox-linkedin-secret"
 export const SANDBOX_REFRESH_TOKEN = "sandbox-linkedin-refresh"
+/** The DMP segments the sandbox knows by default (users requests for any other id get 404). */
+export const SANDBOX_SEGMENT_ID = "30500001"
+export const SANDBOX_SEGMENT_ID_2 = "30500002"
 
 /** Conversion rules the sandbox knows by default, mapped from the canonical vocabulary (its `env` sets them). */
 export const SANDBOX_CONVERSION_RULES: Readonly<Record<string, string>> = {
@@ -48,6 +54,8 @@ export interface SandboxOptions {
   readonly rateLimitPerMinute?: number
   /** Most elements per request (default 5000). */
   readonly maxElements?: number
+  /** Known DMP segment ids (default `[SANDBOX_SEGMENT_ID, SANDBOX_SEGMENT_ID_2]`). */
+  readonly dmpSegments?: ReadonlyArray<string>
 }
 
 /** Fault injection; see the module doc. */
@@ -79,9 +87,23 @@ export const Stats = Schema.Struct({
   elements_accepted: Schema.Number,
   elements_stored: Schema.Number,
   duplicates: Schema.Number,
-  rejected: Counts
+  rejected: Counts,
+  segment_requests: Schema.Number,
+  segment_responses: Counts,
+  segment_elements_received: Schema.Number,
+  segment_elements_accepted: Schema.Number
 })
 export type Stats = typeof Stats.Type
+
+/** A DMP segment user id. */
+export const SegmentUserId = Schema.Struct({ idType: Schema.String, idValue: Schema.String })
+
+/** One DMP segment as `GET /__sandbox/segments/{id}` returns it: its users, each with the ids it was added with. */
+export const Segment = Schema.Struct({
+  id: Schema.String,
+  users: Schema.Array(Schema.Struct({ userIds: Schema.Array(SegmentUserId) }))
+})
+export type Segment = typeof Segment.Type
 
 /** A typed client of the control endpoints (failures are defects: it is a test and demo tool). */
 export interface SandboxClient {
@@ -94,6 +116,10 @@ export interface SandboxClient {
   readonly configure: (config: SandboxConfig) => Effect.Effect<void, never, HttpClient.HttpClient>
   /** Revokes every issued access token. */
   readonly revokeTokens: () => Effect.Effect<void, never, HttpClient.HttpClient>
+  /** The id values (`SHA256_EMAIL` hashes, …) of the users currently in a known segment, in the order added. */
+  readonly segmentMembers: (segmentId: string) => Effect.Effect<ReadonlyArray<string>, never, HttpClient.HttpClient>
+  /** A known segment with its users. */
+  readonly segment: (segmentId: string) => Effect.Effect<Segment, never, HttpClient.HttpClient>
 }
 
 /** A running sandbox. */
@@ -106,6 +132,8 @@ export interface Sandbox extends Destination.SandboxHandle {
   readonly clientId: string
   readonly clientSecret: string
   readonly refreshToken: string
+  /** The first known DMP segment id. */
+  readonly segmentId: string
   readonly client: SandboxClient
 }
 
@@ -142,7 +170,16 @@ export const makeClient = (url: string): SandboxClient => {
         Effect.withSpan("LinkedInSandbox.clearFaults")
       ),
     configure: (config) => post("/__sandbox/config", config).pipe(Effect.withSpan("LinkedInSandbox.configure")),
-    revokeTokens: () => post("/__sandbox/revoke", {}).pipe(Effect.withSpan("LinkedInSandbox.revokeTokens"))
+    revokeTokens: () => post("/__sandbox/revoke", {}).pipe(Effect.withSpan("LinkedInSandbox.revokeTokens")),
+    segment: (segmentId) =>
+      run(HttpClientRequest.get(`${url}/__sandbox/segments/${encodeURIComponent(segmentId)}`), Segment).pipe(
+        Effect.withSpan("LinkedInSandbox.segment")
+      ),
+    segmentMembers: (segmentId) =>
+      run(HttpClientRequest.get(`${url}/__sandbox/segments/${encodeURIComponent(segmentId)}`), Segment).pipe(
+        Effect.map((segment) => segment.users.flatMap((u) => u.userIds.map((id) => id.idValue))),
+        Effect.withSpan("LinkedInSandbox.segmentMembers")
+      )
   }
 }
 
@@ -187,6 +224,7 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
     if (options.conversionRules !== undefined) config.conversionRules = options.conversionRules
     if (options.rateLimitPerMinute !== undefined) config.rateLimitPerMinute = options.rateLimitPerMinute
     if (options.maxElements !== undefined) config.maxElements = options.maxElements
+    if (options.dmpSegments !== undefined) config.dmpSegments = options.dmpSegments
     const emulator = new Emulator(config)
     const timers = new Set<ReturnType<typeof setTimeout>>()
     const server = Http.createServer((req, res) => {
@@ -232,6 +270,7 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
       clientId,
       clientSecret,
       refreshToken,
+      segmentId: emulator.config.dmpSegments[0] ?? SANDBOX_SEGMENT_ID,
       env: {
         LINKEDIN_CLIENT_ID: clientId,
         LINKEDIN_CLIENT_SECRET: clientSecret,

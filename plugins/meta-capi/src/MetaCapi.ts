@@ -1,5 +1,6 @@
 /**
- * The Meta Conversions API destination: canonical events → `POST https://graph.facebook.com/{version}/{pixel}/events`.
+ * The Meta Conversions API destination: canonical events → `POST https://graph.facebook.com/{version}/{pixel}/events`,
+ * and audience membership → the Custom Audience users edge (`POST` / `DELETE /{version}/{audience id}/users`).
  *
  * `transform` is pure and returns the exact wire event (`user_data` normalised and hashed with `Pii.Meta`, times in
  * seconds, the dedup key as `event_id`). `send` filters what Meta would refuse for the whole request (an event older
@@ -7,12 +8,16 @@
  * (`data`, `access_token`, `test_event_code`), and reads every documented error: transient codes and throttling are
  * retryable, token and permission errors pause the destination, an invalid parameter is narrowed down to the event(s)
  * that cause it by splitting the request. The access token never appears in a URL, an outcome, an error or an excerpt.
+ *
+ * `audiences` (plugin API 1.2): `member` is pure and gives one `["EMAIL", "PHONE"]` row of SHA-256 hashes per person
+ * (normalised with `Pii.Meta`, as `user_data`); `send` adds (`POST`) or removes (`DELETE`) the rows of one audience in
+ * requests of at most 10,000, with the same token and the same Graph error classes as the events edge.
  */
-import type { HttpClientError } from "@effect/platform"
+import type { HttpClientError, HttpClientResponse } from "@effect/platform"
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import * as Destination from "@tracklayer/core/Destination"
 import * as Pii from "@tracklayer/core/Pii"
-import { Clock, Config, Duration, Effect, Either, Option, Redacted, Schema } from "effect"
+import { Clock, Config, Duration, Effect, Either, Option, Random, Redacted, Schema } from "effect"
 import * as MetaCapiSandbox from "./Sandbox.js"
 
 type DeliveryEvent = Destination.DeliveryEvent
@@ -32,7 +37,7 @@ export const DEFAULT_ENDPOINT = "https://graph.facebook.com"
 /** Package name (matches package.json). */
 export const PLUGIN_NAME = "@tracklayer/plugin-meta-capi"
 /** Package version (matches package.json; a test keeps them equal). */
-export const PLUGIN_VERSION = "0.1.0"
+export const PLUGIN_VERSION = "0.2.0"
 
 /** Meta: at most 1000 events in `data`. */
 export const MAX_EVENTS_PER_REQUEST = 1000
@@ -72,13 +77,24 @@ export const ACTION_SOURCES = [
 ] as const
 export type ActionSource = (typeof ACTION_SOURCES)[number]
 
+/** Meta: at most 10,000 users per request to a Custom Audience's users edge. */
+export const MAX_AUDIENCE_MEMBERS_PER_REQUEST = 10_000
+/**
+ * The multi-key schema of every audience row this plugin sends: SHA-256 of the normalised email and phone. One schema
+ * for every upload, since Meta refuses to mix data sources in one audience (single-key hashes vs multi-key rows).
+ */
+export const AUDIENCE_SCHEMA = ["EMAIL", "PHONE"] as const
+
 /** Meta's code for the United States in `data_processing_options_country`; 0 asks Meta to geolocate. */
 export const LDU_COUNTRY_US = 1
 /** Meta's code for California in `data_processing_options_state`; 0 asks Meta to geolocate. */
 export const LDU_STATE_CALIFORNIA = 1000
 
-/** Graph error codes that mean "back off": app, user, page, account and ads-account rate limits. */
-export const THROTTLE_CODES: ReadonlyArray<number> = [4, 17, 32, 341, 613, 80004]
+/**
+ * Graph error codes that mean "back off": app, user, page, account, custom-audience (80003) and ads-account (80004)
+ * rate limits.
+ */
+export const THROTTLE_CODES: ReadonlyArray<number> = [4, 17, 32, 341, 613, 80003, 80004]
 /** Graph error codes that mean "retry": unknown error, service unavailable. */
 export const TRANSIENT_CODES: ReadonlyArray<number> = [1, 2]
 /** Graph error codes that mean the token or its permissions are wrong: pause the destination. */
@@ -221,6 +237,12 @@ export interface MetaContent {
   readonly quantity: number
 }
 
+/** An experiment the person was exposed to, as sent in `custom_data.experiments`. */
+export interface MetaExperiment {
+  readonly experiment_key: string
+  readonly variant: string
+}
+
 export interface MetaCustomData {
   readonly value?: number
   readonly currency?: string
@@ -228,6 +250,11 @@ export interface MetaCustomData {
   readonly content_ids?: ReadonlyArray<string>
   readonly contents?: ReadonlyArray<MetaContent>
   readonly content_type?: "product"
+  /** Custom properties: the first experiment of `context.experiments`. */
+  readonly experiment_key?: string
+  readonly variant?: string
+  /** Custom property: every experiment, only when there are several. */
+  readonly experiments?: ReadonlyArray<MetaExperiment>
 }
 
 /** One server event exactly as sent in `data`. */
@@ -283,30 +310,45 @@ export const fbcOf = (event: DeliveryEvent): string | undefined => {
   return `fb.1.${Math.trunc(clickedAt)}.${fbclid}`
 }
 
-/** The person's emails hashed as Meta `em`: raw ones normalised, join-key hashes passed through; deduplicated. */
-const emailsOf = (event: DeliveryEvent): ReadonlyArray<string> => {
-  const u = event.event.user
-  const raw = [...(u?.email !== undefined ? [u.email] : []), ...event.identity.emails]
-  const hashes = [...(u?.email_sha256 !== undefined ? [u.email_sha256] : []), ...event.identity.emailSha256]
-  return uniq([
+/** Emails hashed as Meta `em` / `EMAIL`: raw ones normalised, join-key hashes passed through; deduplicated. */
+const emailHashes = (raw: ReadonlyArray<string>, hashes: ReadonlyArray<string>): ReadonlyArray<string> =>
+  uniq([
     ...raw.flatMap((e) => Pii.Meta.email(e)?.hash ?? []),
     // TrackLayer's email join key is NFC + trim + lowercase, i.e. Meta's `em` normalisation: usable as is.
     ...hashes.filter((h) => Pii.isSha256(h)).map((h) => h.trim().toLowerCase())
   ])
-}
 
-/** The person's phones hashed as Meta `ph` (E.164 digits without `+`; national numbers take `user.country`). */
-const phonesOf = (event: DeliveryEvent): ReadonlyArray<string> => {
-  const u = event.event.user
-  const country = u?.country
+/** Phones hashed as Meta `ph` / `PHONE` (E.164 digits without `+`; national numbers take `country`). */
+const phoneHashes = (
+  raw: ReadonlyArray<string>,
+  hashes: ReadonlyArray<string>,
+  country: string | undefined
+): ReadonlyArray<string> => {
   const options = country !== undefined ? { defaultCountry: country } : undefined
-  const raw = [...(u?.phone !== undefined ? [u.phone] : []), ...event.identity.phones]
-  const hashes = [...(u?.phone_sha256 !== undefined ? [u.phone_sha256] : []), ...event.identity.phoneSha256]
   return uniq([
     ...raw.flatMap((p) => Pii.Meta.phone(p, options)?.hash ?? []),
     // The phone join key is the E.164 digits without `+`, i.e. Meta's `ph` normalisation.
     ...hashes.filter((h) => Pii.isSha256(h)).map((h) => h.trim().toLowerCase())
   ])
+}
+
+/** The person's emails hashed as Meta `em`. */
+const emailsOf = (event: DeliveryEvent): ReadonlyArray<string> => {
+  const u = event.event.user
+  return emailHashes(
+    [...(u?.email !== undefined ? [u.email] : []), ...event.identity.emails],
+    [...(u?.email_sha256 !== undefined ? [u.email_sha256] : []), ...event.identity.emailSha256]
+  )
+}
+
+/** The person's phones hashed as Meta `ph`; national numbers take `user.country`. */
+const phonesOf = (event: DeliveryEvent): ReadonlyArray<string> => {
+  const u = event.event.user
+  return phoneHashes(
+    [...(u?.phone !== undefined ? [u.phone] : []), ...event.identity.phones],
+    [...(u?.phone_sha256 !== undefined ? [u.phone_sha256] : []), ...event.identity.phoneSha256],
+    u?.country
+  )
 }
 
 /**
@@ -361,7 +403,28 @@ export const hasCustomerInformation = (u: MetaUserData): boolean =>
   (u.client_ip_address !== undefined && u.client_user_agent !== undefined) ||
   (u.fn !== undefined && u.ln !== undefined && (u.zp !== undefined || (u.ct !== undefined && u.st !== undefined)))
 
-/** `custom_data`: money as a number with its currency, the order id, the product as `content_ids` / `contents`. */
+/**
+ * Experiment metadata as `custom_data` custom properties, as the Amplitude plugin sends it: the first experiment of
+ * `context.experiments` as `experiment_key` / `variant`, and all of them as `experiments` when there are several.
+ */
+const experimentsOf = (
+  event: DeliveryEvent
+): Pick<MetaCustomData, "experiment_key" | "variant" | "experiments"> => {
+  const experiments = event.event.context?.experiments ?? []
+  const first = experiments[0]
+  if (first === undefined) return {}
+  const plain = { experiment_key: first.experiment_key, variant: first.variant }
+  if (experiments.length === 1) return plain
+  return {
+    ...plain,
+    experiments: experiments.map((x) => ({ experiment_key: x.experiment_key, variant: x.variant }))
+  }
+}
+
+/**
+ * `custom_data`: money as a number with its currency, the order id, the product as `content_ids` / `contents`, and
+ * experiment metadata (`experiment_key`, `variant`, `experiments`) as custom properties.
+ */
 export const customDataOf = (event: DeliveryEvent): MetaCustomData | undefined => {
   const p = event.event.properties ?? {}
   const value = typeof p.value === "number" && Number.isFinite(p.value) ? p.value : undefined
@@ -377,7 +440,8 @@ export const customDataOf = (event: DeliveryEvent): MetaCustomData | undefined =
     order_id: orderId,
     content_ids: productId !== undefined ? [productId] : undefined,
     contents: productId !== undefined ? [{ id: productId, quantity }] : undefined,
-    content_type: productId !== undefined ? "product" : undefined
+    content_type: productId !== undefined ? "product" : undefined,
+    ...experimentsOf(event)
   }
   const out = Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined))
   return Object.keys(out).length > 0 ? (out as MetaCustomData) : undefined
@@ -587,34 +651,47 @@ export const formBody = (events: ReadonlyArray<MetaServerEvent>, settings: Setti
   return form.toString()
 }
 
+/** Reads an answer: status, JSON body (when it is JSON), back-off hints, and a redacted excerpt. */
+const readReply = (response: HttpClientResponse.HttpClientResponse, ctx: SendContext) =>
+  Effect.gen(function*() {
+    const text = yield* response.text.pipe(Effect.mapError(transportError(ctx)))
+    const now = yield* Clock.currentTimeMillis
+    yield* Effect.annotateCurrentSpan("http.status", response.status)
+    let json: Record<string, unknown> = {}
+    try {
+      const parsed: unknown = JSON.parse(text)
+      if (isRecord(parsed)) json = parsed
+    } catch {
+      // Gateways answer 502/504 with HTML; the status alone decides then.
+    }
+    return {
+      status: response.status,
+      json,
+      retryAfterMs: parseRetryAfter(response.headers["retry-after"], now),
+      usageMs: parseBusinessUseCaseUsage(response.headers["x-business-use-case-usage"]),
+      info: { status: response.status, body: excerpt(text, ctx.token) }
+    } satisfies Reply
+  })
+
+/** One form-encoded Graph API request (POST or DELETE) and its answer, read and redacted. */
+const graphRequest = (method: "POST" | "DELETE", url: string, body: string, ctx: SendContext) =>
+  Effect.gen(function*() {
+    ctx.budget -= 1
+    const client = yield* HttpClient.HttpClient
+    const request = method === "POST" ? HttpClientRequest.post(url) : HttpClientRequest.del(url)
+    const response = yield* client.execute(
+      request.pipe(
+        HttpClientRequest.bodyText(body, "application/x-www-form-urlencoded"),
+        HttpClientRequest.acceptJson
+      )
+    ).pipe(Effect.mapError(transportError(ctx)))
+    return yield* readReply(response, ctx)
+  })
+
 const post = Effect.fn("MetaCapi.post")(function*(events: ReadonlyArray<MetaServerEvent>, ctx: SendContext) {
-  ctx.budget -= 1
   const body = formBody(events, ctx.settings, ctx.token)
   yield* Effect.annotateCurrentSpan({ "meta.events": events.length, "meta.request_bytes": body.length })
-  const client = yield* HttpClient.HttpClient
-  const response = yield* client.execute(
-    HttpClientRequest.post(eventsUrl(ctx.settings)).pipe(
-      HttpClientRequest.bodyText(body, "application/x-www-form-urlencoded"),
-      HttpClientRequest.acceptJson
-    )
-  ).pipe(Effect.mapError(transportError(ctx)))
-  const text = yield* response.text.pipe(Effect.mapError(transportError(ctx)))
-  const now = yield* Clock.currentTimeMillis
-  yield* Effect.annotateCurrentSpan("http.status", response.status)
-  let json: Record<string, unknown> = {}
-  try {
-    const parsed: unknown = JSON.parse(text)
-    if (isRecord(parsed)) json = parsed
-  } catch {
-    // Gateways answer 502/504 with HTML; the status alone decides then.
-  }
-  return {
-    status: response.status,
-    json,
-    retryAfterMs: parseRetryAfter(response.headers["retry-after"], now),
-    usageMs: parseBusinessUseCaseUsage(response.headers["x-business-use-case-usage"]),
-    info: { status: response.status, body: excerpt(text, ctx.token) }
-  } satisfies Reply
+  return yield* graphRequest("POST", eventsUrl(ctx.settings), body, ctx)
 })
 
 /** Index of the offending event when Meta names one in `error_data` (`{ event_index }`), else undefined. */
@@ -784,6 +861,259 @@ export const send = Effect.fn("MetaCapi.send")(function*(
 })
 
 // ---------------------------------------------------------------------------------------------------------------
+// Audiences (plugin API 1.2): the Custom Audience users edge
+// ---------------------------------------------------------------------------------------------------------------
+
+/** One audience row in `AUDIENCE_SCHEMA` order: SHA-256 of the email and of the phone, `""` where unknown. */
+export type MetaAudienceMember = readonly [email: string, phone: string]
+
+/** The `payload` parameter of the users edge. */
+export interface MetaAudiencePayload {
+  readonly schema: typeof AUDIENCE_SCHEMA
+  readonly data: ReadonlyArray<MetaAudienceMember>
+}
+
+/** The `session` parameter of the users edge: one session per `send`, one `batch_seq` per request. */
+export interface MetaAudienceSession {
+  readonly session_id: number
+  readonly batch_seq: number
+  readonly last_batch_flag: boolean
+  readonly estimated_num_total: number
+}
+
+const AUDIENCE_ID = /^\d{1,32}$/
+
+/** The users edge of a Custom Audience (no token: it travels in the form body). */
+export const audienceUsersUrl = (settings: Settings, audienceId: string): string =>
+  `${settings.endpoint.replace(/\/+$/, "")}/${META_GRAPH_API_VERSION}/${encodeURIComponent(audienceId)}/users`
+
+/**
+ * Pure: the audience row of one person — the first of their email hashes and the first of their phone hashes,
+ * normalised and hashed with `Pii.Meta` as for `user_data` (join-key hashes passed through; a national phone number
+ * takes the person's `country` trait, and without one is taken to carry its calling code, as Meta's formatter does),
+ * `""` for a key that is unknown: Meta matches a multi-key row on the keys it has. Neither known → skipped `invalid`.
+ */
+export const audienceMember = (
+  change: Destination.AudienceChange,
+  _settings: Settings
+): Either.Either<MetaAudienceMember, Destination.SkipReason> => {
+  const identity = change.identity
+  const country = str(identity.traits?.country)
+  const email = emailHashes(identity.emails, identity.emailSha256)[0]
+  const phone = phoneHashes(identity.phones, identity.phoneSha256, country)[0]
+  if (email === undefined && phone === undefined) {
+    return skip(
+      "invalid",
+      "no email or phone usable for a Meta custom audience (an email address, or a phone number with its " +
+        "country code or a country trait)"
+    )
+  }
+  return Either.right([email ?? "", phone ?? ""])
+}
+
+/** The form body of the users edge, as Meta documents it: `payload` and `session` (JSON), `access_token`. */
+export const audienceFormBody = (
+  payload: MetaAudiencePayload,
+  session: MetaAudienceSession,
+  token: string
+): string => {
+  const form = new URLSearchParams()
+  form.set("payload", JSON.stringify(payload))
+  form.set("session", JSON.stringify(session))
+  form.set("access_token", token)
+  return form.toString()
+}
+
+const countOf = (u: unknown): number | undefined =>
+  typeof u === "number" && Number.isFinite(u) ? u : typeof u === "string" && /^\d+$/.test(u) ? Number(u) : undefined
+
+/** What one users-edge request is: its method, audience, session and how many rows the session has received. */
+interface AudienceRequest {
+  readonly method: "POST" | "DELETE"
+  readonly audienceId: string
+  readonly rows: ReadonlyArray<MetaAudienceMember>
+  readonly session: MetaAudienceSession
+  /** Rows sent in this session, this request included (`num_received` counts per session). */
+  readonly sessionRows: number
+}
+
+/**
+ * Sends one request of rows. 2xx: every row `Accepted`, unless Meta received fewer rows than the session sent (then
+ * every row `Retry`: adding or removing again is harmless). `num_invalid_entries` cannot be mapped to rows (Meta
+ * names no index, and its count is approximate): the rows stay `Accepted`, the answer (with the count and samples) is
+ * in each outcome's response, and a warning is logged. Errors are classified as for the events edge.
+ */
+const audienceExchange = (
+  request: AudienceRequest,
+  ctx: SendContext
+): Effect.Effect<ReadonlyArray<Outcome>, SendError, HttpClient.HttpClient> =>
+  Effect.gen(function*() {
+    const { audienceId, method, rows, session } = request
+    const url = audienceUsersUrl(ctx.settings, audienceId)
+    const body = audienceFormBody({ schema: AUDIENCE_SCHEMA, data: rows }, session, ctx.token)
+    yield* Effect.annotateCurrentSpan({
+      "meta.audience_id": audienceId,
+      "meta.audience_op": method,
+      "meta.rows": rows.length,
+      "meta.request_bytes": body.length
+    })
+    const reply = yield* graphRequest(method, url, body, ctx)
+    const s = reply.status
+    const fields = { status: s, body: reply.info.body }
+    const error = graphErrorOf(reply.json)
+    if (s >= 200 && s < 300 && error === undefined) {
+      const received = countOf(reply.json.num_received)
+      const invalid = countOf(reply.json.num_invalid_entries) ?? 0
+      if (invalid > 0) {
+        // Counts only: the samples are hashes of people's data and stay in the (redacted) response excerpt.
+        yield* Effect.logWarning("Meta counted invalid entries in a custom audience request").pipe(
+          Effect.annotateLogs({
+            "meta.audience_id": audienceId,
+            "meta.num_invalid_entries": invalid,
+            "meta.rows": rows.length
+          })
+        )
+      }
+      if (received !== undefined && received < request.sessionRows) {
+        return rows.map(() =>
+          Destination.Retry(
+            `Meta received ${received} of the ${request.sessionRows} rows sent in session ${session.session_id}`,
+            undefined,
+            reply.info
+          )
+        )
+      }
+      return rows.map(() => Destination.Accepted(reply.info))
+    }
+    if (error === undefined) {
+      if (s === 404 || s === 405 || s === 401 || s === 403) {
+        return yield* new Destination.AuthFailedError({
+          message: `Meta answered ${s}: check the endpoint (${url}) and the access token`,
+          ...fields
+        })
+      }
+      if (s === 408 || s === 429 || s >= 500) {
+        return yield* new Destination.RetryableError({
+          message: `Meta answered ${s}`,
+          ...(reply.retryAfterMs !== undefined ? { retryAfterMs: reply.retryAfterMs } : {}),
+          ...fields
+        })
+      }
+      return yield* new Destination.PayloadInvalidError({ message: `Meta answered ${s}`, ...fields })
+    }
+    const what = describeError(error)
+    switch (classify(error, s)) {
+      case "auth":
+        return yield* new Destination.AuthFailedError({
+          message: excerpt(`Meta refused the access token or custom audience ${audienceId}: ${what}`, ctx.token),
+          ...fields
+        })
+      case "throttled":
+        return yield* new Destination.RetryableError({
+          message: excerpt(`Meta rate limit: ${what}`, ctx.token),
+          retryAfterMs: reply.retryAfterMs ?? reply.usageMs ?? THROTTLE_BACKOFF_MS,
+          ...fields
+        })
+      case "transient":
+        return yield* new Destination.RetryableError({
+          message: excerpt(`Meta transient error: ${what}`, ctx.token),
+          ...(reply.retryAfterMs !== undefined ? { retryAfterMs: reply.retryAfterMs } : {}),
+          ...fields
+        })
+      case "invalid":
+        return yield* new Destination.PayloadInvalidError({
+          message: excerpt(`Meta refused the custom audience request: ${what}`, ctx.token),
+          ...fields
+        })
+    }
+  })
+
+/** `audienceExchange` once part of the batch has an outcome: whole-request failures become per-row outcomes. */
+const audienceExchangeRest = (request: AudienceRequest, ctx: SendContext) => {
+  const info = (e: { readonly status?: number | undefined; readonly body?: string | undefined }) =>
+    e.status !== undefined ? { status: e.status, body: e.body ?? "" } : undefined
+  return audienceExchange(request, ctx).pipe(
+    Effect.catchTags({
+      RetryableError: (e) =>
+        Effect.succeed(request.rows.map(() => Destination.Retry(e.message, e.retryAfterMs, info(e)))),
+      PayloadInvalidError: (e) => Effect.succeed(request.rows.map(() => Destination.Rejected(e.message, info(e))))
+    })
+  )
+}
+
+/**
+ * Sends one batch of audience changes: `add` → `POST`, `remove` → `DELETE` on `/{version}/{audience id}/users`, in
+ * requests of at most 10,000 rows sharing one upload session (a fresh `session_id` per audience and `send`). The core
+ * gives one audience and one operation per batch; a mixed batch is still grouped correctly. An audience id that is
+ * not digits is `Rejected` without a request. One outcome per change, in order.
+ */
+export const sendAudience = Effect.fn("MetaCapi.sendAudience")(function*(
+  batch: ReadonlyArray<Destination.PreparedMember<MetaAudienceMember>>,
+  settings: Settings
+) {
+  yield* Effect.annotateCurrentSpan("meta.batch_size", batch.length)
+  const ctx: SendContext = { settings, token: Redacted.value(settings.accessToken), budget: MAX_REQUESTS_PER_SEND }
+  const outcomes: Array<Outcome | undefined> = batch.map(() => undefined)
+  const groups = new Map<string, Array<number>>()
+  batch.forEach((p, i) => {
+    const key = `${p.change.op}\u0000${p.change.audienceId}`
+    groups.set(key, [...(groups.get(key) ?? []), i])
+  })
+  let delivered = false
+  for (const indexes of groups.values()) {
+    const { audienceId, op } = batch[indexes[0]!]!.change
+    if (!AUDIENCE_ID.test(audienceId)) {
+      const reason = `Meta custom audience ids are digits; ${
+        JSON.stringify(audienceId)
+      } is not one (check the audience routing in the config)`
+      indexes.forEach((i) => (outcomes[i] = Destination.Rejected(reason)))
+      delivered = true
+      continue
+    }
+    // A positive 64-bit integer unique within the ad account: epoch microseconds-ish stays below 2^53 until 2255.
+    const sessionId = (yield* Clock.currentTimeMillis) * 1000 + (yield* Random.nextIntBetween(0, 1000))
+    const parts = chunk(indexes, MAX_AUDIENCE_MEMBERS_PER_REQUEST)
+    let sessionRows = 0
+    for (const [k, part] of parts.entries()) {
+      const rows = part.map((i) => batch[i]!.member)
+      sessionRows += rows.length
+      const request: AudienceRequest = {
+        method: op === "add" ? "POST" : "DELETE",
+        audienceId,
+        rows,
+        session: {
+          session_id: sessionId,
+          batch_seq: k + 1,
+          last_batch_flag: k === parts.length - 1,
+          estimated_num_total: indexes.length
+        },
+        sessionRows
+      }
+      const result = yield* (delivered ? audienceExchangeRest(request, ctx) : audienceExchange(request, ctx))
+      part.forEach((i, j) => (outcomes[i] = result[j]))
+      delivered = true
+    }
+  }
+  return outcomes as ReadonlyArray<Outcome>
+})
+
+/**
+ * Audience request limits: 10,000 rows (Meta's documented maximum per request). A row is about 135 bytes of JSON
+ * (two 64-character hashes), so 10,000 rows are about 1.35 MB; 2 MB of rows bounds a request without splitting it.
+ */
+export const audienceLimits: Destination.Limits = {
+  maxEventsPerRequest: MAX_AUDIENCE_MEMBERS_PER_REQUEST,
+  maxBytesPerRequest: 2_000_000
+}
+
+/** The audience capability (plugin API 1.2): Meta Custom Audiences. */
+export const audiences: Destination.AudienceCapability<Settings, MetaAudienceMember> = {
+  limits: audienceLimits,
+  member: audienceMember,
+  send: sendAudience
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Plugin and instance
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -793,11 +1123,12 @@ export const send = Effect.fn("MetaCapi.send")(function*(
  */
 export const limits: Destination.Limits = { maxEventsPerRequest: MAX_EVENTS_PER_REQUEST, maxBytesPerRequest: 1_000_000 }
 
-/** The Meta Conversions API destination plugin (plugin API v1). */
+/** The Meta Conversions API destination plugin (plugin API 1.2: events and Custom Audiences). */
 export const plugin: Destination.DestinationPlugin<Settings, MetaServerEvent> = {
   name: PLUGIN_NAME,
   version: PLUGIN_VERSION,
-  pluginApi: "^1.0.0",
+  // 1.2: the optional `audiences` capability.
+  pluginApi: "^1.2.0",
   settings: Settings,
   purposes: ["advertising"],
   limits,
@@ -805,6 +1136,7 @@ export const plugin: Destination.DestinationPlugin<Settings, MetaServerEvent> = 
   transform,
   send,
   // No `supportsAdjustments`: Meta has no adjustment API; the core drops adjustments with the reason.
+  audiences,
   sandbox: (options) => MetaCapiSandbox.start(options)
 }
 

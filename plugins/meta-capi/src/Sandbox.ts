@@ -2,14 +2,18 @@
  * A local HTTP server that behaves like the Meta Conversions API events edge
  * (`POST /{version}/{pixel id}/events`) as documented: token and pixel checks, one bad event failing the whole
  * request (7-day window, required fields, unhashed PII), the 1000-event limit, `event_name` + `event_id` dedup within
- * 48 h, test event codes, Graph error bodies; plus control endpoints for tests and demos:
+ * 48 h, test event codes, Graph error bodies; and the Custom Audience users edge
+ * (`POST` / `DELETE /{version}/{audience id}/users`): known audiences (`SANDBOX_AUDIENCE_ID` and
+ * `SANDBOX_AUDIENCE_ID_2` by default), `payload` shape, 10,000 rows, hashes, membership per audience. Control
+ * endpoints for tests and demos:
  *
  * - `GET /__sandbox/events` every stored event in arrival order; `DELETE /__sandbox/events` resets everything
+ * - `GET /__sandbox/audiences` every known audience with its members; `GET /__sandbox/audiences/{id}` one of them
  * - `GET /__sandbox/stats` requests, statuses, events received/stored, duplicates, rejections by reason
  * - `POST /__sandbox/faults` `{ code?, subcode?, status?, count?, skip?, retryAfter?, regainAccessMinutes?, body?,
  *   ingest? }` | `{ down }` | `{ delayMs }`; `DELETE /__sandbox/faults` clears them
  * - `POST /__sandbox/config` `{ accessTokens?, pixelIds?, maxEventsPerRequest?, windowMs?, maxFutureMs?,
- *   dedupWindowMs?, maxBodyBytes?, rateLimit?, rateLimitWindowMs? }`
+ *   dedupWindowMs?, maxBodyBytes?, rateLimit?, rateLimitWindowMs?, audienceIds?, maxAudienceRowsPerRequest? }`
  */
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
 import type * as Destination from "@tracklayer/core/Destination"
@@ -23,6 +27,9 @@ import { Emulator, type EmulatorConfig, type Faults as EmulatorFaults } from "./
 export const SANDBOX_ACCESS_TOKEN = "sandbox-meta-token"
 /** The pixel id the sandbox knows by default. */
 export const SANDBOX_PIXEL_ID = "1234567890123456"
+/** The Custom Audiences the sandbox knows by default (any other id is answered as Meta answers an unknown one). */
+export const SANDBOX_AUDIENCE_ID = "23850000000000001"
+export const SANDBOX_AUDIENCE_ID_2 = "23850000000000002"
 
 /** Bodies are kept up to this size (larger ones are still counted, and answered 413). */
 const MAX_KEPT_BODY = 32 * 1024 * 1024
@@ -37,6 +44,8 @@ export interface SandboxOptions {
   readonly pixelIds?: ReadonlyArray<string>
   /** Requests per second per token before code 17 (default 0: no limit). */
   readonly rateLimit?: number
+  /** Known Custom Audience ids (default `[SANDBOX_AUDIENCE_ID, SANDBOX_AUDIENCE_ID_2]`). */
+  readonly audienceIds?: ReadonlyArray<string>
 }
 
 /** Fault injection; see the module doc. */
@@ -65,9 +74,25 @@ export const Stats = Schema.Struct({
   events_stored: Schema.Number,
   duplicates: Schema.Number,
   test_events: Schema.Number,
-  rejected: Schema.Record({ key: Schema.String, value: Schema.Number })
+  rejected: Schema.Record({ key: Schema.String, value: Schema.Number }),
+  audience_requests: Schema.Number,
+  audience_responses: Schema.Record({ key: Schema.String, value: Schema.Number }),
+  audience_rows_received: Schema.Number,
+  audience_rows_invalid: Schema.Number
 })
 export type Stats = typeof Stats.Type
+
+/** One Custom Audience as `GET /__sandbox/audiences/{id}` returns it. */
+export const Audience = Schema.Struct({
+  id: Schema.String,
+  /** Identifier keys of the audience's uploads, in order (`null` before the first upload). */
+  schema: Schema.NullOr(Schema.Array(Schema.String)),
+  /** `FILE_IMPORTED.MULTI_HASHES` or `FILE_IMPORTED.HASHES_OR_USER_IDS`, fixed by the first upload. */
+  data_source: Schema.NullOr(Schema.String),
+  /** One row of identifier values per person, in `schema` order (`""` for a key not known for that person). */
+  members: Schema.Array(Schema.Array(Schema.String))
+})
+export type Audience = typeof Audience.Type
 
 /** A typed client of the control endpoints (failures are defects: it is a test and demo tool). */
 export interface SandboxClient {
@@ -78,6 +103,12 @@ export interface SandboxClient {
   readonly setFaults: (faults: Faults) => Effect.Effect<void, never, HttpClient.HttpClient>
   readonly clearFaults: () => Effect.Effect<void, never, HttpClient.HttpClient>
   readonly configure: (config: SandboxConfig) => Effect.Effect<void, never, HttpClient.HttpClient>
+  /** The rows of hashes currently in a known audience (`[["<email sha256>", "<phone sha256>"], …]`). */
+  readonly audienceMembers: (
+    audienceId: string
+  ) => Effect.Effect<ReadonlyArray<ReadonlyArray<string>>, never, HttpClient.HttpClient>
+  /** A known audience with its schema, data source and members. */
+  readonly audience: (audienceId: string) => Effect.Effect<Audience, never, HttpClient.HttpClient>
 }
 
 /** A running sandbox. */
@@ -89,6 +120,8 @@ export interface Sandbox extends Destination.SandboxHandle {
   readonly accessToken: string
   /** The first known pixel id. */
   readonly pixelId: string
+  /** The first known Custom Audience id. */
+  readonly audienceId: string
   readonly client: SandboxClient
 }
 
@@ -124,7 +157,16 @@ export const makeClient = (url: string): SandboxClient => {
         Effect.asVoid,
         Effect.withSpan("MetaCapiSandbox.clearFaults")
       ),
-    configure: (config) => post("/__sandbox/config", config).pipe(Effect.withSpan("MetaCapiSandbox.configure"))
+    configure: (config) => post("/__sandbox/config", config).pipe(Effect.withSpan("MetaCapiSandbox.configure")),
+    audience: (audienceId) =>
+      run(HttpClientRequest.get(`${url}/__sandbox/audiences/${encodeURIComponent(audienceId)}`), Audience).pipe(
+        Effect.withSpan("MetaCapiSandbox.audience")
+      ),
+    audienceMembers: (audienceId) =>
+      run(HttpClientRequest.get(`${url}/__sandbox/audiences/${encodeURIComponent(audienceId)}`), Audience).pipe(
+        Effect.map((a) => a.members),
+        Effect.withSpan("MetaCapiSandbox.audienceMembers")
+      )
   }
 }
 
@@ -156,6 +198,7 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
     if (options.accessTokens !== undefined) config.accessTokens = options.accessTokens
     if (options.pixelIds !== undefined) config.pixelIds = options.pixelIds
     if (options.rateLimit !== undefined) config.rateLimit = options.rateLimit
+    if (options.audienceIds !== undefined) config.audienceIds = options.audienceIds
     const emulator = new Emulator(config)
     const timers = new Set<ReturnType<typeof setTimeout>>()
     const server = Http.createServer((req, res) => {
@@ -193,12 +236,14 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
     const url = `http://127.0.0.1:${port}`
     const accessToken = emulator.config.accessTokens[0] ?? SANDBOX_ACCESS_TOKEN
     const pixelId = emulator.config.pixelIds[0] ?? SANDBOX_PIXEL_ID
+    const audienceId = emulator.config.audienceIds[0] ?? SANDBOX_AUDIENCE_ID
     return {
       url,
       port,
       endpoint: url,
       accessToken,
       pixelId,
+      audienceId,
       env: { META_ACCESS_TOKEN: accessToken, META_PIXEL_ID: pixelId, META_ENDPOINT: url },
       client: makeClient(url)
     } satisfies Sandbox

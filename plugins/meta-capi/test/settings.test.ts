@@ -87,11 +87,11 @@ describe("MetaCapi.settingsFromEnv", () => {
 })
 
 describe("MetaCapi.plugin", () => {
-  it("declares name, version (= package.json), plugin API, purposes, window, limits; no adjustments", () => {
+  it("declares name, version (= package.json), plugin API 1.2, purposes, window, limits; no adjustments", () => {
     const p = MetaCapi.plugin
     assert.strictEqual(p.name, pkg.name)
     assert.strictEqual(p.version, pkg.version)
-    assert.strictEqual(p.pluginApi, "^1.0.0")
+    assert.strictEqual(p.pluginApi, "^1.2.0")
     assert.isTrue(Destination.satisfies(Destination.PLUGIN_API_VERSION, p.pluginApi))
     assert.deepStrictEqual(p.purposes, ["advertising"])
     assert.deepStrictEqual(p.limits, { maxEventsPerRequest: 1000, maxBytesPerRequest: 1_000_000 })

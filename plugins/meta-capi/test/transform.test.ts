@@ -300,6 +300,60 @@ const cases: ReadonlyArray<Case> = [
     }
   },
   {
+    scenario: "one experiment in context.experiments → custom_data experiment_key and variant (custom properties)",
+    input: janeDoe({
+      name: "purchase",
+      eventId: "evt_exp_1",
+      dedupKey: "ord_2002",
+      properties: { value: 49, currency: "EUR", order_id: "ord_2002" },
+      context: { experiments: [{ experiment_key: "checkout_redesign", variant: "treatment" }] }
+    }),
+    expected: {
+      event_name: "Purchase",
+      event_time: T0_SECONDS,
+      event_id: "ord_2002",
+      action_source: "system_generated",
+      user_data: { em: [SHA["jane.doe@example.com"]], external_id: SHA["usr_8421"] },
+      custom_data: {
+        value: 49,
+        currency: "EUR",
+        order_id: "ord_2002",
+        experiment_key: "checkout_redesign",
+        variant: "treatment"
+      },
+      data_processing_options: []
+    }
+  },
+  {
+    scenario: "several experiments → the first as experiment_key/variant plus all of them as experiments",
+    input: janeDoe({
+      name: "sign_up",
+      eventId: "evt_exp_2",
+      context: {
+        experiments: [
+          { experiment_key: "onboarding_v2", variant: "control" },
+          { experiment_key: "pricing_page", variant: "annual_first" }
+        ]
+      }
+    }),
+    expected: {
+      event_name: "CompleteRegistration",
+      event_time: T0_SECONDS,
+      event_id: "evt_exp_2",
+      action_source: "system_generated",
+      user_data: { em: [SHA["jane.doe@example.com"]], external_id: SHA["usr_8421"] },
+      custom_data: {
+        experiment_key: "onboarding_v2",
+        variant: "control",
+        experiments: [
+          { experiment_key: "onboarding_v2", variant: "control" },
+          { experiment_key: "pricing_page", variant: "annual_first" }
+        ]
+      },
+      data_processing_options: []
+    }
+  },
+  {
     scenario: "unmapped event → not_mapped naming the event",
     input: janeDoe({ name: "view_pricing" }),
     expected: { skip: "not_mapped", detail: "\"view_pricing\" has no Meta event in eventMapping" }

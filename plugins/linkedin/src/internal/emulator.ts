@@ -1,8 +1,9 @@
 /**
- * LinkedIn's OAuth token endpoint and Conversions API (`POST /rest/conversionEvents`, BATCH_CREATE), emulated in
- * memory as LinkedIn documents them: headers, bearer tokens with expiry, per-element validation and statuses,
- * eventId dedup, batch and rate limits. Transport-free (the sandbox wraps it in `node:http`) and written
- * independently of the plugin, so a plugin bug is not mirrored here.
+ * LinkedIn's OAuth token endpoint, Conversions API (`POST /rest/conversionEvents`, BATCH_CREATE) and DMP segment
+ * users (`POST /rest/dmpSegments/{id}/users`, BATCH_CREATE of `ADD` / `REMOVE` elements), emulated in memory as
+ * LinkedIn documents them: headers, bearer tokens with expiry, per-element validation and statuses, eventId dedup,
+ * known segments and their members, batch and rate limits. Transport-free (the sandbox wraps it in `node:http`) and
+ * written independently of the plugin, so a plugin bug is not mirrored here.
  */
 
 /** A conversion event stored by the emulator, in arrival order. */
@@ -14,6 +15,19 @@ export interface StoredEvent {
   readonly event_id: string | null
   /** The element exactly as received. */
   readonly element: Record<string, unknown>
+}
+
+/** A DMP segment user id. */
+export interface SegmentUserId {
+  readonly idType: string
+  readonly idValue: string
+}
+
+/** One DMP segment as `GET /__sandbox/segments/{id}` shows it. */
+export interface SegmentState {
+  readonly id: string
+  /** The users in it, each with every id it was added with. */
+  readonly users: ReadonlyArray<{ readonly userIds: ReadonlyArray<SegmentUserId> }>
 }
 
 export interface Stats {
@@ -36,6 +50,12 @@ export interface Stats {
   readonly duplicates: number
   /** Reason → elements refused for it. */
   readonly rejected: Record<string, number>
+  /** DMP segment users requests, and their answers by HTTP status. */
+  readonly segment_requests: number
+  readonly segment_responses: Record<string, number>
+  readonly segment_elements_received: number
+  /** Segment elements answered 201. */
+  readonly segment_elements_accepted: number
 }
 
 /** Fault injection (`POST /__sandbox/faults`). */
@@ -78,6 +98,10 @@ export interface EmulatorConfig {
   readonly rateLimitPerDay: number
   /** How far back conversionHappenedAt may be (LinkedIn: 90 days). */
   readonly windowMs: number
+  /** DMP segments that exist (users requests for others get 404). */
+  readonly dmpSegments: ReadonlyArray<string>
+  /** Most elements per segment users request (5,000). */
+  readonly maxSegmentElements: number
 }
 
 export const defaultConfig: EmulatorConfig = {
@@ -91,7 +115,9 @@ export const defaultConfig: EmulatorConfig = {
   maxElements: 5000,
   rateLimitPerMinute: 600,
   rateLimitPerDay: 300_000,
-  windowMs: 90 * 24 * 60 * 60 * 1000
+  windowMs: 90 * 24 * 60 * 60 * 1000,
+  dmpSegments: ["30500001", "30500002"],
+  maxSegmentElements: 5000
 }
 
 export interface Request {
@@ -127,6 +153,7 @@ const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "obj
 
 const ID_TYPES = new Set(["SHA256_EMAIL", "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID", "ACXIOM_ID", "ORACLE_MOAT_ID"])
 const URN = /^urn:lla:llaPartnerConversion:(\d+)$/
+const SEGMENT_USERS = /^\/rest\/dmpSegments\/([^/]+)\/users$/
 const SHA256_LOWER = /^[0-9a-f]{64}$/
 const DECIMAL = /^\d+(\.\d+)?$/
 
@@ -226,6 +253,54 @@ export const checkElement = (
   return undefined
 }
 
+const SEGMENT_ID_TYPES = new Set(["SHA256_EMAIL", "SHA512_EMAIL", "GOOGLE_AID"])
+const SHA512_LOWER = /^[0-9a-f]{128}$/
+
+/** Why a DMP segment user element is refused (LinkedIn-style message); undefined when it is valid. */
+export const checkSegmentUser = (
+  raw: unknown,
+  index: number
+): { readonly reason: string; readonly message: string } | undefined => {
+  const at = (field: string) => `/elements/${index}/${field}`
+  const bad = (reason: string, message: string) => ({ reason, message })
+  if (!isObject(raw)) return bad("element not an object", `${at("")} :: expected a record`)
+  if (raw.action !== "ADD" && raw.action !== "REMOVE") {
+    return bad("invalid action", `${at("action")} :: expected ADD or REMOVE, got ${JSON.stringify(raw.action ?? null)}`)
+  }
+  const userIds = raw.userIds ?? []
+  if (!Array.isArray(userIds)) return bad("invalid userIds", `${at("userIds")} :: expected an array`)
+  for (const [k, id] of userIds.entries()) {
+    if (!isObject(id) || typeof id.idType !== "string" || !SEGMENT_ID_TYPES.has(id.idType)) {
+      return bad(
+        "invalid idType",
+        `${at(`userIds/${k}/idType`)} :: expected SHA256_EMAIL, SHA512_EMAIL or GOOGLE_AID`
+      )
+    }
+    if (typeof id.idValue !== "string" || id.idValue === "") {
+      return bad("invalid idValue", `${at(`userIds/${k}/idValue`)} :: expected a non-empty string`)
+    }
+    if (id.idType === "SHA256_EMAIL" && !SHA256_LOWER.test(id.idValue)) {
+      return id.idValue.includes("@") ?
+        bad("unhashed email", `${at(`userIds/${k}/idValue`)} :: SHA256_EMAIL must be a SHA-256 hash, not an email`) :
+        bad("invalid SHA256_EMAIL", `${at(`userIds/${k}/idValue`)} :: SHA256_EMAIL must be 64 lowercase hex characters`)
+    }
+    if (id.idType === "SHA512_EMAIL" && !SHA512_LOWER.test(id.idValue)) {
+      return bad(
+        "invalid SHA512_EMAIL",
+        `${at(`userIds/${k}/idValue`)} :: SHA512_EMAIL must be 128 lowercase hex characters`
+      )
+    }
+  }
+  const has = (k: string) => typeof raw[k] === "string" && (raw[k] as string).trim() !== ""
+  if (userIds.length === 0 && !(has("firstName") && has("lastName"))) {
+    return bad(
+      "no user identifier",
+      `${at("userIds")} :: at least one userIds entry, or firstName and lastName, is required`
+    )
+  }
+  return undefined
+}
+
 interface IssuedToken {
   readonly clientId: string
   readonly expiresAt: number
@@ -250,7 +325,11 @@ const emptyStats = (): Stats => ({
   elements_accepted: 0,
   elements_stored: 0,
   duplicates: 0,
-  rejected: {}
+  rejected: {},
+  segment_requests: 0,
+  segment_responses: {},
+  segment_elements_received: 0,
+  segment_elements_accepted: 0
 })
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
@@ -265,6 +344,8 @@ export class Emulator {
   private faults: Fault | undefined
   private down: { readonly retryAfter?: number | string } | undefined
   private tokenSeq = 0
+  /** Segment id → its users (each the ids it was added with). */
+  private segments = new Map<string, Array<Array<SegmentUserId>>>()
   delayMs = 0
 
   constructor(config: Partial<EmulatorConfig> = {}) {
@@ -278,11 +359,14 @@ export class Emulator {
     if (path.startsWith("/__sandbox") || (path === "/" && req.method === "GET")) reply = this.control(req, path)
     else if (path === "/oauth/v2/accessToken") reply = this.countToken(this.token(req))
     else if (path === "/rest/conversionEvents") reply = this.count(this.conversionEvents(req))
-    else reply = json(404, restliError(404, `No resource found at ${path}`))
+    else if (SEGMENT_USERS.test(path)) {
+      reply = this.countSegment(this.segmentUsers(req, decodeURIComponent(SEGMENT_USERS.exec(path)![1]!)))
+    } else reply = json(404, restliError(404, `No resource found at ${path}`))
     return { delayMs: path.startsWith("/__sandbox") ? 0 : this.delayMs, reply }
   }
 
   reset(): void {
+    this.segments.clear()
     this.stored = []
     this.stats = emptyStats()
     this.tokens.clear()
@@ -297,6 +381,18 @@ export class Emulator {
     this.stats.requests += 1
     this.stats.responses[String(reply.status)] = (this.stats.responses[String(reply.status)] ?? 0) + 1
     return reply
+  }
+
+  private countSegment(reply: Reply): Reply {
+    this.stats.segment_requests += 1
+    this.stats.segment_responses[String(reply.status)] = (this.stats.segment_responses[String(reply.status)] ?? 0) + 1
+    return reply
+  }
+
+  /** A known segment and its users, or undefined when the id is not a known segment. */
+  segment(id: string): SegmentState | undefined {
+    if (!this.config.dmpSegments.includes(id)) return undefined
+    return { id, users: (this.segments.get(id) ?? []).map((userIds) => ({ userIds })) }
   }
 
   private countToken(reply: Reply): Reply {
@@ -410,45 +506,42 @@ export class Emulator {
   // ---------------------------------------------------------------------------------------------------------------
   // Conversions API
 
-  private conversionEvents(req: Request): Reply {
-    if (req.method !== "POST") return json(405, restliError(405, `Method ${req.method} not allowed`))
-    const parsed = this.parse(req.body)
-    const elements = isObject(parsed) && Array.isArray(parsed.elements) ? parsed.elements : []
-    this.stats.elements_received += elements.length
-    const refuse = (reason: string, reply: Reply) => {
-      this.reject(reason, elements.length)
-      return reply
-    }
+  /**
+   * The checks every BATCH_CREATE goes through, in LinkedIn's order: outage and faults, bearer token, `LinkedIn-Version`,
+   * protocol and method headers, content type. The reason (for stats) and the answer, or undefined when they pass.
+   */
+  private gate(req: Request): { readonly reason: string; readonly reply: Reply } | undefined {
+    const stop = (reason: string, reply: Reply) => ({ reason, reply })
     if (this.down !== undefined) {
-      return refuse(
+      return stop(
         "service unavailable",
         json(503, restliError(503, "Service Unavailable"), this.retryAfterHeader(this.down.retryAfter))
       )
     }
     const fault = this.takeFault("api")
-    if (fault !== undefined) return refuse(`fault ${fault.status}`, this.faultReply(fault))
+    if (fault !== undefined) return stop(`fault ${fault.status}`, this.faultReply(fault))
 
     // Authentication comes first, as at LinkedIn.
     const auth = req.headers["authorization"]
     if (auth === undefined || auth.trim() === "") {
-      return refuse("no access token", json(401, restliError(401, "Empty oauth2_access_token", undefined, 401)))
+      return stop("no access token", json(401, restliError(401, "Empty oauth2_access_token", undefined, 401)))
     }
     const bearer = /^Bearer\s+(\S+)$/.exec(auth.trim())
     if (bearer === null) {
-      return refuse(
+      return stop(
         "invalid access token",
         json(401, restliError(401, "Unknown authentication scheme", undefined, 401))
       )
     }
     const token = this.tokens.get(bearer[1]!)
     if (token === undefined) {
-      return refuse(
+      return stop(
         "invalid access token",
         json(401, restliError(401, "Invalid access token", "INVALID_ACCESS_TOKEN", 65600))
       )
     }
     if (token.expiresAt <= req.now) {
-      return refuse(
+      return stop(
         "expired access token",
         json(401, restliError(401, "The token used in the request has expired", "EXPIRED_ACCESS_TOKEN", 65601))
       )
@@ -456,7 +549,7 @@ export class Emulator {
 
     const version = req.headers["linkedin-version"]
     if (version === undefined || version.trim() === "") {
-      return refuse(
+      return stop(
         "missing LinkedIn-Version",
         json(
           400,
@@ -469,32 +562,46 @@ export class Emulator {
       )
     }
     if (!/^\d{6}(\.\d{2})?$/.test(version.trim())) {
-      return refuse(
+      return stop(
         "invalid LinkedIn-Version",
         json(400, restliError(400, `Invalid version ${version}: expected YYYYMM`, "INVALID_VERSION_FORMAT"))
       )
     }
     if (!this.config.activeVersions.includes(version.trim().slice(0, 6))) {
-      return refuse(
+      return stop(
         "inactive LinkedIn-Version",
         json(426, restliError(426, `Requested version ${version.trim()} is not active`, "NONEXISTENT_VERSION"))
       )
     }
     if ((req.headers["x-restli-protocol-version"] ?? "").trim() !== "2.0.0") {
-      return refuse(
+      return stop(
         "protocol version",
         json(400, restliError(400, "X-Restli-Protocol-Version: 2.0.0 is required", "INVALID_PROTOCOL_VERSION"))
       )
     }
     if ((req.headers["x-restli-method"] ?? "").trim().toUpperCase() !== "BATCH_CREATE") {
-      return refuse(
+      return stop(
         "not BATCH_CREATE",
         json(400, restliError(400, "The sandbox serves batch create only: send X-RestLi-Method: BATCH_CREATE"))
       )
     }
     if (!/^application\/json\b/i.test((req.headers["content-type"] ?? "").trim())) {
-      return refuse("content-type", json(415, restliError(415, "Content-Type must be application/json")))
+      return stop("content-type", json(415, restliError(415, "Content-Type must be application/json")))
     }
+    return undefined
+  }
+
+  private conversionEvents(req: Request): Reply {
+    if (req.method !== "POST") return json(405, restliError(405, `Method ${req.method} not allowed`))
+    const parsed = this.parse(req.body)
+    const elements = isObject(parsed) && Array.isArray(parsed.elements) ? parsed.elements : []
+    this.stats.elements_received += elements.length
+    const refuse = (reason: string, reply: Reply) => {
+      this.reject(reason, elements.length)
+      return reply
+    }
+    const stopped = this.gate(req)
+    if (stopped !== undefined) return refuse(stopped.reason, stopped.reply)
     if (!isObject(parsed) || !Array.isArray(parsed.elements) || parsed.elements.length === 0) {
       return refuse("no elements", json(400, restliError(400, "/elements :: a non-empty array is required")))
     }
@@ -560,10 +667,82 @@ export class Emulator {
   }
 
   // ---------------------------------------------------------------------------------------------------------------
+  // DMP segment users
+
+  private segmentUsers(req: Request, segmentId: string): Reply {
+    if (req.method !== "POST") return json(405, restliError(405, `Method ${req.method} not allowed`))
+    const parsed = this.parse(req.body)
+    const elements = isObject(parsed) && Array.isArray(parsed.elements) ? parsed.elements : []
+    this.stats.segment_elements_received += elements.length
+    const stopped = this.gate(req)
+    if (stopped !== undefined) return stopped.reply
+    if (!this.config.dmpSegments.includes(segmentId)) {
+      return json(404, restliError(404, `DmpSegment with id ${segmentId} does not exist`, "NOT_FOUND"))
+    }
+    if (!isObject(parsed) || !Array.isArray(parsed.elements) || parsed.elements.length === 0) {
+      return json(400, restliError(400, "/elements :: a non-empty array is required"))
+    }
+    if (elements.length > this.config.maxSegmentElements) {
+      return json(
+        400,
+        restliError(
+          400,
+          `/elements :: at most ${this.config.maxSegmentElements} elements per batch, got ${elements.length}`
+        )
+      )
+    }
+    if (this.throttled(req.now)) {
+      return json(
+        429,
+        restliError(
+          429,
+          "Resource level throttle APPLICATION MINUTE limit for calls to this resource is reached.",
+          "TOO_MANY_REQUESTS"
+        )
+      )
+    }
+    const users = this.segments.get(segmentId) ?? []
+    const statuses = elements.map((raw, i) => {
+      const problem = checkSegmentUser(raw, i)
+      if (problem !== undefined) {
+        return { status: 400, error: restliError(400, problem.message, "FIELD_VALUE_INVALID", 100) }
+      }
+      const element = raw as { action: "ADD" | "REMOVE"; userIds?: Array<SegmentUserId> }
+      const ids = (element.userIds ?? []).map((id) => ({ idType: id.idType, idValue: id.idValue }))
+      // The same user: one sharing any id. A user with names only cannot be matched here and is not kept.
+      const same = (user: ReadonlyArray<SegmentUserId>) =>
+        user.some((u) => ids.some((id) => id.idType === u.idType && id.idValue === u.idValue))
+      if (element.action === "REMOVE") {
+        for (let k = users.length - 1; k >= 0; k--) if (same(users[k]!)) users.splice(k, 1)
+      } else if (ids.length > 0) {
+        const existing = users.find(same)
+        if (existing === undefined) users.push(ids)
+        else {
+          for (const id of ids) {
+            if (!existing.some((u) => u.idType === id.idType && u.idValue === id.idValue)) existing.push(id)
+          }
+        }
+      }
+      // LinkedIn answers 201 for an id added again or removed when absent, by design.
+      this.stats.segment_elements_accepted += 1
+      return { status: 201 }
+    })
+    this.segments.set(segmentId, users)
+    return json(200, { elements: statuses })
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
   // Control endpoints
 
   private control(req: Request, path: string): Reply {
+    const one = /^\/__sandbox\/segments\/([^/]+)$/.exec(path)
+    if (one !== null && req.method === "GET") {
+      const state = this.segment(decodeURIComponent(one[1]!))
+      return state === undefined ? json(404, { error: "unknown segment" }) : json(200, state)
+    }
     switch (`${req.method} ${path}`) {
+      case "GET /__sandbox/segments":
+        return json(200, { segments: this.config.dmpSegments.map((id) => this.segment(id)!) })
       case "GET /__sandbox/events":
         return json(200, { events: this.stored })
       case "DELETE /__sandbox/events":
@@ -598,7 +777,11 @@ export class Emulator {
           sandbox: "linkedin-conversions-api",
           token: "POST /oauth/v2/accessToken",
           conversions: "POST /rest/conversionEvents (X-RestLi-Method: BATCH_CREATE)",
+          segments: "POST /rest/dmpSegments/{id}/users (X-RestLi-Method: BATCH_CREATE)",
+          dmpSegments: this.config.dmpSegments,
           control: [
+            "GET /__sandbox/segments",
+            "GET /__sandbox/segments/{id}",
             "GET /__sandbox/events",
             "DELETE /__sandbox/events",
             "GET /__sandbox/stats",
@@ -646,6 +829,8 @@ export class Emulator {
     if (positive(body.accessTokenTtlSeconds)) next.accessTokenTtlSeconds = body.accessTokenTtlSeconds
     if (positive(body.refreshTokenTtlSeconds)) next.refreshTokenTtlSeconds = body.refreshTokenTtlSeconds
     if (positive(body.maxElements)) next.maxElements = Math.floor(body.maxElements)
+    if (positive(body.maxSegmentElements)) next.maxSegmentElements = Math.floor(body.maxSegmentElements)
+    if (strings(body.dmpSegments)) next.dmpSegments = body.dmpSegments
     if (nonNegative(body.rateLimitPerMinute)) next.rateLimitPerMinute = Math.floor(body.rateLimitPerMinute)
     if (nonNegative(body.rateLimitPerDay)) next.rateLimitPerDay = Math.floor(body.rateLimitPerDay)
     if (strings(body.conversionRules)) next.conversionRules = body.conversionRules

@@ -2,7 +2,10 @@
  * The Graph API events edge (`POST /{version}/{pixel id}/events`) of the Meta Conversions API, emulated in memory as
  * Meta documents it: token and pixel checks, the 1000-event limit, per-event validation where one bad event fails
  * the whole request (the 7-day rule included), hashing format of `user_data`, `event_id` + `event_name` dedup within
- * 48 h, test event codes, throttling and Graph error bodies. Transport-free (the sandbox wraps it in `node:http`) and
+ * 48 h, test event codes, throttling and Graph error bodies. Also the Custom Audience users edge
+ * (`POST` / `DELETE /{version}/{audience id}/users`): known audiences, `payload` schema and data shape, at most 10,000
+ * rows, hashes as 64 lowercase hex (other values counted as invalid entries, as Meta does), upload sessions, one data
+ * source per audience, and the membership of every audience. Transport-free (the sandbox wraps it in `node:http`) and
  * written independently of the plugin, so a plugin bug is not mirrored here.
  */
 
@@ -15,6 +18,17 @@ export interface StoredEvent {
   /** The request's `test_event_code` (events with one only reach Events Manager's Test Events tool). */
   readonly test_event_code: string | null
   readonly event: Record<string, unknown>
+}
+
+/** One Custom Audience as `GET /__sandbox/audiences` shows it. */
+export interface AudienceState {
+  readonly id: string
+  /** The identifier keys of the audience's first upload, in order (`null` before any upload). */
+  readonly schema: ReadonlyArray<string> | null
+  /** `FILE_IMPORTED.HASHES_OR_USER_IDS` (single-key) or `FILE_IMPORTED.MULTI_HASHES`, fixed by the first upload. */
+  readonly data_source: string | null
+  /** The people in it: one row of identifier values per person, in `schema` order. */
+  readonly members: ReadonlyArray<ReadonlyArray<string>>
 }
 
 export interface Stats {
@@ -32,6 +46,14 @@ export interface Stats {
   readonly test_events: number
   /** Reason (`code/subcode title`) → events refused for it. */
   readonly rejected: Record<string, number>
+  /** Requests to a users edge (add and remove). */
+  readonly audience_requests: number
+  /** HTTP status → count of users-edge requests answered with it. */
+  readonly audience_responses: Record<string, number>
+  /** Rows received by users edges in accepted requests (`num_received`), invalid ones included. */
+  readonly audience_rows_received: number
+  /** Rows counted in `num_invalid_entries`. */
+  readonly audience_rows_invalid: number
 }
 
 /** Fault injection (`POST /__sandbox/faults`). */
@@ -39,7 +61,10 @@ export interface Faults {
   /** The next `count` events requests answer this Graph error code (body as Meta sends it for that code). */
   readonly code?: number
   readonly subcode?: number
-  /** …or this HTTP status (with `body`, or a default body). Defaults: 500 for codes 1/2, else 400. */
+  /**
+   * …or this HTTP status (with `body`, or a default body). Defaults: 500 for codes 1/2, else 400. A 2xx status is
+   * accepted with a `body` (to replay an unusual success answer).
+   */
   readonly status?: number
   readonly count?: number
   /** Let this many requests through before the fault starts (to fail a follow-up request). */
@@ -75,11 +100,17 @@ export interface EmulatorConfig {
   /** At most this many requests per `rateLimitWindowMs` per token (0 = no limit), else code 17. */
   readonly rateLimit: number
   readonly rateLimitWindowMs: number
+  /** Custom Audiences that exist (others get Graph error 100/33, as an id that does not exist at Meta). */
+  readonly audienceIds: ReadonlyArray<string>
+  /** Meta: at most 10,000 rows in `payload.data`. */
+  readonly maxAudienceRowsPerRequest: number
 }
 
 export const defaultConfig: EmulatorConfig = {
   accessTokens: ["sandbox-meta-token"],
   pixelIds: ["1234567890123456"],
+  audienceIds: ["23850000000000001", "23850000000000002"],
+  maxAudienceRowsPerRequest: 10_000,
   maxEventsPerRequest: 1000,
   windowMs: 7 * 24 * 60 * 60 * 1000,
   maxFutureMs: 10 * 60 * 1000,
@@ -343,6 +374,189 @@ const checkEvent = (raw: unknown, i: number, now: number, config: EmulatorConfig
 const reasonOf = (e: GraphError) =>
   `${e.code}${e.error_subcode !== undefined ? `/${e.error_subcode}` : ""} ${e.error_user_title ?? e.message}`
 
+// ---------------------------------------------------------------------------------------------------------------
+// Custom Audience users edge
+
+/** The key of a single-key upload (`schema: "EMAIL_SHA256"`, data a list of values). */
+const SINGLE_KEYS = new Set(["EMAIL_SHA256", "PHONE_SHA256", "UID", "MOBILE_ADVERTISER_ID"])
+/** Keys of a multi-key upload (`schema: ["EMAIL", "PHONE"]`, data a list of rows). */
+const MULTI_KEYS = new Set([
+  "EXTERN_ID",
+  "EMAIL",
+  "PHONE",
+  "GEN",
+  "DOBY",
+  "DOBM",
+  "DOBD",
+  "LN",
+  "FN",
+  "FI",
+  "CT",
+  "ST",
+  "ZIP",
+  "MADID",
+  "COUNTRY",
+  "APPUID"
+])
+/** Limited Data Use columns of a multi-key upload (not identifiers). */
+const DPO_KEYS = new Set([
+  "DATA_PROCESSING_OPTIONS",
+  "DATA_PROCESSING_OPTIONS_COUNTRY",
+  "DATA_PROCESSING_OPTIONS_STATE"
+])
+/** Identifiers Meta takes in clear; every other identifier must be a SHA-256. */
+const CLEAR_KEYS = new Set(["EXTERN_ID", "MADID", "MOBILE_ADVERTISER_ID", "UID", "APPUID"])
+const SHA256_HEX = /^[0-9a-f]{64}$/
+const SINGLE_SOURCE = "FILE_IMPORTED.HASHES_OR_USER_IDS"
+const MULTI_SOURCE = "FILE_IMPORTED.MULTI_HASHES"
+/** Meta returns up to 100 samples of invalid entries. */
+const MAX_INVALID_SAMPLES = 100
+
+const audienceParameterError = (title: string, text: string): GraphError => ({
+  message: "Invalid parameter",
+  type: "OAuthException",
+  code: 100,
+  is_transient: false,
+  error_user_title: title,
+  error_user_msg: text
+})
+
+/** Meta's answer to rows that do not have the schema's shape (seen live: code 100 and this message). */
+const SCHEMA_MISMATCH: GraphError = {
+  message: "(#100) Data is missing or does not match schema:",
+  type: "OAuthException",
+  code: 100
+}
+
+/** A users-edge upload once its shape is checked. */
+interface Upload {
+  readonly keys: ReadonlyArray<string>
+  readonly source: string
+  /** One entry per row: identifier key → value (`""` for a missing key). */
+  readonly rows: ReadonlyArray<Readonly<Record<string, string>>>
+}
+
+const parseJsonParam = (u: unknown): unknown => {
+  if (typeof u !== "string") return u
+  try {
+    return JSON.parse(u)
+  } catch {
+    return { unparseable: true }
+  }
+}
+
+/** Checks `payload` as the users edge documents it; the upload, or the Graph error for the whole request. */
+const parseUpload = (raw: unknown, maxRows: number): Upload | GraphError => {
+  if (raw === undefined || raw === null || raw === "") {
+    return { message: "(#100) Missing required parameter: payload", type: "OAuthException", code: 100 }
+  }
+  const payload = parseJsonParam(raw)
+  if (!isObject(payload) || payload.unparseable === true) {
+    return audienceParameterError("Invalid payload", "payload must be a JSON object with schema and data")
+  }
+  const schema = payload.schema
+  const keys = typeof schema === "string" ? [schema] : schema
+  if (
+    !Array.isArray(keys) || keys.length === 0 || keys.some((k) => typeof k !== "string" || k === "") ||
+    new Set(keys).size !== keys.length
+  ) {
+    return audienceParameterError(
+      "Invalid schema",
+      "payload.schema must be one key (EMAIL_SHA256, PHONE_SHA256, …) or a list of distinct keys (EMAIL, PHONE, FN, …)"
+    )
+  }
+  const single = keys.length === 1 && SINGLE_KEYS.has(keys[0] as string)
+  if (!single) {
+    const unknown = (keys as Array<string>).find((k) => !MULTI_KEYS.has(k) && !DPO_KEYS.has(k))
+    if (unknown !== undefined) return audienceParameterError("Invalid schema", `Unknown schema key: ${unknown}`)
+    if (!(keys as Array<string>).some((k) => MULTI_KEYS.has(k))) {
+      return audienceParameterError("Invalid schema", "payload.schema needs at least one identifier key")
+    }
+  }
+  const data = payload.data
+  if (!Array.isArray(data) || data.length === 0) return SCHEMA_MISMATCH
+  if (data.length > maxRows) {
+    return audienceParameterError(
+      "Too many users",
+      `payload.data can have at most ${maxRows} entries per request, got ${data.length}`
+    )
+  }
+  const rows: Array<Record<string, string>> = []
+  for (const raw of data as ReadonlyArray<unknown>) {
+    const values = single && typeof raw === "string" ? [raw] : raw
+    if (!Array.isArray(values) || values.length !== keys.length) return SCHEMA_MISMATCH
+    const row: Record<string, string> = {}
+    for (const [i, key] of (keys as Array<string>).entries()) {
+      const v: unknown = values[i]
+      if (key === "DATA_PROCESSING_OPTIONS") {
+        if (!Array.isArray(v) || v.some((o) => o !== "LDU")) {
+          return audienceParameterError(
+            "Invalid data processing options",
+            "DATA_PROCESSING_OPTIONS must be [] or [\"LDU\"]"
+          )
+        }
+      } else if (DPO_KEYS.has(key)) {
+        if (typeof v !== "number" || !Number.isInteger(v)) {
+          return audienceParameterError("Invalid data processing options", `${key} must be an integer`)
+        }
+      } else if (typeof v !== "string") {
+        return SCHEMA_MISMATCH
+      } else {
+        row[key] = v
+      }
+    }
+    rows.push(row)
+  }
+  return {
+    keys: (keys as Array<string>).filter((k) => !DPO_KEYS.has(k)),
+    source: single ? SINGLE_SOURCE : MULTI_SOURCE,
+    rows
+  }
+}
+
+/** The `session` parameter (optional): `session_id` and `batch_seq` positive integers, `last_batch_flag` boolean. */
+const parseSession = (raw: unknown): { readonly id: string | undefined } | GraphError => {
+  if (raw === undefined || raw === null || raw === "") return { id: undefined }
+  const session = parseJsonParam(raw)
+  const positive = (u: unknown) =>
+    (typeof u === "number" && Number.isSafeInteger(u) && u > 0) || (typeof u === "string" && /^[1-9]\d{0,18}$/.test(u))
+  if (
+    !isObject(session) || !positive(session.session_id) || !positive(session.batch_seq) ||
+    (session.last_batch_flag !== undefined && typeof session.last_batch_flag !== "boolean") ||
+    (session.estimated_num_total !== undefined &&
+      !(typeof session.estimated_num_total === "number" && Number.isInteger(session.estimated_num_total) &&
+        session.estimated_num_total >= 0))
+  ) {
+    return audienceParameterError(
+      "Invalid session",
+      "session needs session_id and batch_seq (positive integers), last_batch_flag (boolean) and optionally " +
+        "estimated_num_total"
+    )
+  }
+  return { id: String(session.session_id) }
+}
+
+/** Why a row is an invalid entry (counted in `num_invalid_entries`, not applied), or undefined when it is valid. */
+const invalidEntry = (
+  row: Readonly<Record<string, string>>
+): { readonly sample: string; readonly reason: string } | undefined => {
+  const present = Object.entries(row).filter(([, v]) => v !== "")
+  if (present.length === 0) return { sample: JSON.stringify(Object.values(row)), reason: "no identifier in the row" }
+  for (const [key, value] of present) {
+    if (!CLEAR_KEYS.has(key) && !SHA256_HEX.test(value)) {
+      return { sample: value, reason: `${key} is not a SHA-256 (64 lowercase hex characters)` }
+    }
+  }
+  return undefined
+}
+
+interface AudienceRecord {
+  /** Identifier keys, in the order first seen. */
+  keys: Array<string>
+  source: string | null
+  members: Array<Record<string, string>>
+}
+
 /** The emulated Graph API: state plus the request handler. */
 export class Emulator {
   config: EmulatorConfig
@@ -351,6 +565,10 @@ export class Emulator {
   private trace = 0
   private seen = new Map<string, number>()
   private recent = new Map<string, Array<number>>()
+  private audiences = new Map<string, AudienceRecord>()
+  /** `<audience id>\u0000<session id>` → rows received in that upload session. */
+  private sessions = new Map<string, number>()
+  private sessionSeq = 0
   private faults:
     | {
       code: number | undefined
@@ -383,17 +601,24 @@ export class Emulator {
       events_stored: 0,
       duplicates: 0,
       test_events: 0,
-      rejected: {}
+      rejected: {},
+      audience_requests: 0,
+      audience_responses: {},
+      audience_rows_received: 0,
+      audience_rows_invalid: 0
     }
   }
 
-  /** Forgets events, dedup and throttle state, statistics and faults. */
+  /** Forgets events, audience membership, dedup and throttle state, statistics and faults. */
   reset(): void {
     this.stored = []
     this.seq = 0
     this.trace = 0
     this.seen.clear()
     this.recent.clear()
+    this.audiences.clear()
+    this.sessions.clear()
+    this.sessionSeq = 0
     this.faults = undefined
     this.down = false
     this.delayMs = 0
@@ -403,6 +628,19 @@ export class Emulator {
   /** Every stored event in arrival order. */
   events(): ReadonlyArray<StoredEvent> {
     return this.stored
+  }
+
+  /** A configured audience and its members, or undefined when the id is not a known audience. */
+  audience(id: string): AudienceState | undefined {
+    if (!this.config.audienceIds.includes(id)) return undefined
+    const record = this.audiences.get(id)
+    if (record === undefined) return { id, schema: null, data_source: null, members: [] }
+    return {
+      id,
+      schema: record.keys,
+      data_source: record.source,
+      members: record.members.map((m) => record.keys.map((k) => m[k] ?? ""))
+    }
   }
 
   /** Handles one HTTP request; `delayMs` is how long to hold the answer. */
@@ -420,6 +658,23 @@ export class Emulator {
       this.stats.responses[String(reply.status)] = (this.stats.responses[String(reply.status)] ?? 0) + 1
       return { reply, delayMs: this.delayMs }
     }
+    const users = /^\/(v\d+\.\d+)\/([^/]+)\/users\/?$/.exec(path)
+    if (users !== null) {
+      if (req.method !== "POST" && req.method !== "DELETE") {
+        return {
+          reply: this.graphError(400, {
+            ...TEMPLATES[100]!,
+            code: 100,
+            message: `Unsupported ${req.method.toLowerCase()} request.`
+          }),
+          delayMs: 0
+        }
+      }
+      const reply = this.audienceUsers(req, decodeURIComponent(users[2]!), new URLSearchParams(query))
+      this.stats.audience_responses[String(reply.status)] = (this.stats.audience_responses[String(reply.status)] ?? 0) +
+        1
+      return { reply, delayMs: this.delayMs }
+    }
     return { reply: this.control(req, path), delayMs: 0 }
   }
 
@@ -433,7 +688,14 @@ export class Emulator {
   }
 
   private control(req: Request, path: string): Reply {
+    const one = /^\/__sandbox\/audiences\/([^/]+)$/.exec(path)
+    if (one !== null && req.method === "GET") {
+      const state = this.audience(decodeURIComponent(one[1]!))
+      return state === undefined ? json(404, { error: "unknown audience" }) : json(200, state)
+    }
     switch (`${req.method} ${path}`) {
+      case "GET /__sandbox/audiences":
+        return json(200, { audiences: this.config.audienceIds.map((id) => this.audience(id)!) })
       case "GET /__sandbox/events":
         return json(200, { events: this.stored })
       case "DELETE /__sandbox/events":
@@ -463,8 +725,12 @@ export class Emulator {
         return json(200, {
           sandbox: "meta-conversions-api",
           ingest: "POST /{version}/{pixel id}/events (form: data, access_token, test_event_code)",
+          audiences: "POST | DELETE /{version}/{audience id}/users (form: payload, session, access_token)",
           pixelIds: this.config.pixelIds,
+          audienceIds: this.config.audienceIds,
           control: [
+            "GET /__sandbox/audiences",
+            "GET /__sandbox/audiences/{audience id}",
             "GET /__sandbox/events",
             "DELETE /__sandbox/events",
             "GET /__sandbox/stats",
@@ -491,7 +757,11 @@ export class Emulator {
     if (f.code !== undefined || f.status !== undefined) {
       const code = typeof f.code === "number" ? f.code : undefined
       const status = typeof f.status === "number" ? f.status : code === 1 || code === 2 ? 500 : 400
-      if (status < 400 || status > 599) return json(400, { error: "status must be 4xx or 5xx" })
+      // A 2xx is allowed with a body, to replay an unusual success answer (e.g. a short `num_received`).
+      const replay = status >= 200 && status < 300 && f.body !== undefined
+      if (!replay && (status < 400 || status > 599)) {
+        return json(400, { error: "status must be 4xx or 5xx (or 2xx with a body)" })
+      }
       this.faults = {
         code,
         subcode: typeof f.subcode === "number" ? f.subcode : undefined,
@@ -515,6 +785,7 @@ export class Emulator {
       Array.isArray(u) && u.every((k) => typeof k === "string") ? u as Array<string> : undefined
     next.accessTokens = texts(body.accessTokens) ?? next.accessTokens
     next.pixelIds = texts(body.pixelIds) ?? next.pixelIds
+    next.audienceIds = texts(body.audienceIds) ?? next.audienceIds
     for (
       const k of [
         "maxEventsPerRequest",
@@ -522,7 +793,8 @@ export class Emulator {
         "maxFutureMs",
         "dedupWindowMs",
         "maxBodyBytes",
-        "rateLimitWindowMs"
+        "rateLimitWindowMs",
+        "maxAudienceRowsPerRequest"
       ] as const
     ) {
       const v = body[k]
@@ -674,19 +946,9 @@ export class Emulator {
         error_subcode: 33
       })
     }
-    if (this.config.rateLimit > 0) {
-      const since = req.now - this.config.rateLimitWindowMs
-      const recent = (this.recent.get(token) ?? []).filter((t) => t > since)
-      if (recent.length >= this.config.rateLimit) {
-        this.recent.set(token, recent)
-        this.reject("17 user request limit reached", n)
-        return this.graphError(400, { ...TEMPLATES[17]!, code: 17 }, {
-          "x-business-use-case-usage": JSON.stringify({
-            [pixelId]: [{ type: "ads_management", call_count: 100, estimated_time_to_regain_access: 1 }]
-          })
-        })
-      }
-      this.recent.set(token, [...recent, req.now])
+    if (this.throttled(token, req.now)) {
+      this.reject("17 user request limit reached", n)
+      return this.throttleReply(pixelId, "ads_management")
     }
     if (!Array.isArray(data) || data.length === 0) {
       this.reject("100 data missing", 1)
@@ -725,6 +987,135 @@ export class Emulator {
     this.stats.events_accepted += n
     if (typeof testEventCode === "string") this.stats.test_events += n
     return json(200, { events_received: n, messages: [], fbtrace_id: this.nextTrace() })
+  }
+
+  /** True when `token` made `rateLimit` requests in the window (this one is counted when it is let through). */
+  private throttled(token: string, now: number): boolean {
+    if (this.config.rateLimit <= 0) return false
+    const since = now - this.config.rateLimitWindowMs
+    const recent = (this.recent.get(token) ?? []).filter((t) => t > since)
+    if (recent.length >= this.config.rateLimit) {
+      this.recent.set(token, recent)
+      return true
+    }
+    this.recent.set(token, [...recent, now])
+    return false
+  }
+
+  private throttleReply(id: string, type: string): Reply {
+    return this.graphError(400, { ...TEMPLATES[17]!, code: 17 }, {
+      "x-business-use-case-usage": JSON.stringify({
+        [id]: [{ type, call_count: 100, estimated_time_to_regain_access: 1 }]
+      })
+    })
+  }
+
+  /** `POST` (add) or `DELETE` (remove; also `POST` with `method=DELETE`) on `/{version}/{audience id}/users`. */
+  private audienceUsers(req: Request, audienceId: string, query: URLSearchParams): Reply {
+    this.stats.audience_requests += 1
+    const text = new TextDecoder().decode(req.body)
+    const type = (req.contentType ?? "").toLowerCase()
+    const params = new Map<string, unknown>()
+    for (const [k, v] of query) params.set(k, v)
+    if (type.startsWith("application/json")) {
+      const parsed = this.parseJson(req.body)
+      if (isObject(parsed)) { for (const [k, v] of Object.entries(parsed)) params.set(k, v) }
+    } else if (type.startsWith("application/x-www-form-urlencoded") || type === "") {
+      for (const [k, v] of new URLSearchParams(text)) params.set(k, v)
+    }
+    const bearer = /^Bearer\s+(\S+)$/i.exec(req.authorization ?? "")
+    const tokenParam = params.get("access_token")
+    const token = typeof tokenParam === "string" ? tokenParam : bearer?.[1]
+    const remove = req.method === "DELETE" || String(params.get("method") ?? "").toUpperCase() === "DELETE"
+    if (this.down) return this.graphError(503, { ...TEMPLATES[2]!, code: 2 })
+    const fault = this.takeFault()
+    if (fault !== undefined && !fault.ingest) return this.faultReply(fault)
+    const reply = this.applyUpload(req, audienceId, token, params, remove)
+    return fault !== undefined ? this.faultReply(fault) : reply
+  }
+
+  private applyUpload(
+    req: Request,
+    audienceId: string,
+    token: string | undefined,
+    params: ReadonlyMap<string, unknown>,
+    remove: boolean
+  ): Reply {
+    if (req.bytes >= this.config.maxBodyBytes) {
+      return json(413, { error: { message: "Request Entity Too Large", type: "OAuthException", code: 1 } })
+    }
+    if (token === undefined || token === "") {
+      return this.graphError(400, {
+        message: "An access token is required to request this resource.",
+        type: "OAuthException",
+        code: 104
+      })
+    }
+    if (!this.config.accessTokens.includes(token)) return this.graphError(400, { ...TEMPLATES[190]!, code: 190 })
+    if (!this.config.audienceIds.includes(audienceId)) {
+      return this.graphError(400, {
+        message: `Unsupported ${remove ? "delete" : "post"} request. Object with ID '${audienceId}' does not exist, ` +
+          "cannot be loaded due to missing permissions, or does not support this operation. Please read the Graph " +
+          "API documentation at https://developers.facebook.com/docs/graph-api",
+        type: "GraphMethodException",
+        code: 100,
+        error_subcode: 33
+      })
+    }
+    if (this.throttled(token, req.now)) return this.throttleReply(audienceId, "custom_audience")
+    const upload = parseUpload(params.get("payload"), this.config.maxAudienceRowsPerRequest)
+    if ("code" in upload) return this.graphError(400, upload)
+    const session = parseSession(params.get("session"))
+    if ("code" in session) return this.graphError(400, session)
+    const record = this.audiences.get(audienceId) ?? { keys: [], source: null, members: [] }
+    if (record.source !== null && record.source !== upload.source) {
+      return this.graphError(400, {
+        message: "(#2650) Failed to update the custom audience: This audience was created from data source " +
+          `${record.source}, which does not support data source ${upload.source}.`,
+        type: "OAuthException",
+        code: 2650
+      })
+    }
+    const samples: Record<string, string> = {}
+    let invalid = 0
+    for (const row of upload.rows) {
+      const problem = invalidEntry(row)
+      if (problem !== undefined) {
+        invalid += 1
+        if (Object.keys(samples).length < MAX_INVALID_SAMPLES) samples[problem.sample] = problem.reason
+        continue
+      }
+      const present = Object.entries(row).filter(([, v]) => v !== "")
+      // The same person: a member sharing any identifier value (Meta matches people on any key of a row).
+      const same = (m: Record<string, string>) => present.some(([k, v]) => m[k] === v)
+      if (remove) {
+        record.members = record.members.filter((m) => !same(m))
+      } else {
+        for (const k of upload.keys) if (!record.keys.includes(k)) record.keys.push(k)
+        const existing = record.members.find(same)
+        if (existing !== undefined) { for (const [k, v] of present) existing[k] = v }
+        else record.members.push(Object.fromEntries(present))
+        record.source = upload.source
+      }
+    }
+    this.audiences.set(audienceId, record)
+    let sessionId = session.id
+    if (sessionId === undefined) {
+      this.sessionSeq += 1
+      sessionId = String(9_000_000_000 + this.sessionSeq)
+    }
+    const key = `${audienceId}\u0000${sessionId}`
+    const received = (this.sessions.get(key) ?? 0) + upload.rows.length
+    this.sessions.set(key, received)
+    this.stats.audience_rows_received += upload.rows.length
+    this.stats.audience_rows_invalid += invalid
+    return json(200, {
+      audience_id: audienceId,
+      session_id: sessionId,
+      num_received: received,
+      num_invalid_entries: invalid,
+      invalid_entry_samples: samples
+    })
   }
 
   private store(
