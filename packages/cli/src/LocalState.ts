@@ -15,6 +15,8 @@ export interface SandboxState {
   readonly sandboxes?: Readonly<Record<string, string>>
   /** The vault master key of the sandbox's store (base64), unless TRACKLAYER_MASTER_KEY was set. */
   readonly masterKey?: string
+  /** The shared secret the sandbox's sources (inbound webhooks) expect. */
+  readonly sourceSecret?: string
 }
 
 /** Directory of local state (next to the default PGlite data directory). */
@@ -41,18 +43,27 @@ export const write = (cwd: string, state: SandboxState): void => {
  * The sandbox's master key: the one in the state file, else a new random one written there at once (before any data
  * is encrypted under it), keeping whatever else the file holds.
  */
-export const sandboxMasterKey = (cwd: string): string => {
+export const sandboxMasterKey = (cwd: string): string =>
+  kept(cwd, "masterKey", () => randomBytes(32).toString("base64"))
+
+/** The sandbox's source secret (kept in the state file like the master key). */
+export const sandboxSourceSecret = (cwd: string): string =>
+  kept(cwd, "sourceSecret", () => `tl_sandbox_source_${randomBytes(16).toString("hex")}`)
+
+/** A value of the state file, or a new one written there at once, keeping whatever else the file holds. */
+const kept = (cwd: string, field: "masterKey" | "sourceSecret", make: () => string): string => {
   let raw: Record<string, unknown> = {}
   try {
     raw = JSON.parse(fs.readFileSync(file(cwd), "utf8")) as Record<string, unknown>
   } catch {
     // no state yet
   }
-  if (typeof raw.masterKey === "string") return raw.masterKey
-  const masterKey = randomBytes(32).toString("base64")
+  const existing = raw[field]
+  if (typeof existing === "string") return existing
+  const value = make()
   fs.mkdirSync(stateDir(cwd), { recursive: true })
-  fs.writeFileSync(file(cwd), JSON.stringify({ ...raw, masterKey }, null, 2) + "\n", { mode: 0o600 })
-  return masterKey
+  fs.writeFileSync(file(cwd), JSON.stringify({ ...raw, [field]: value }, null, 2) + "\n", { mode: 0o600 })
+  return value
 }
 
 /** The existing sandbox keys, or new random ones. */

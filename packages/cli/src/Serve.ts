@@ -55,6 +55,12 @@ export const serve = (options: {
     }
     const overlay = new Map<string, string>()
     for (const h of started.values()) for (const [k, v] of Object.entries(h.env)) overlay.set(k, v)
+    // Sources (inbound webhooks) get a generated shared secret, kept in the state file.
+    const sourceSecret = options.config.sources.length > 0 ? LocalState.sandboxSourceSecret(options.cwd) : undefined
+    for (const s of options.config.sources) {
+      if (sourceSecret === undefined || s.plugin.sandboxEnv === undefined) continue
+      for (const [k, v] of Object.entries(s.plugin.sandboxEnv(sourceSecret))) overlay.set(k, v)
+    }
     const provider = ConfigProvider.fromMap(overlay, { pathDelim: "_" }).pipe(
       ConfigProvider.orElse(() => ConfigProvider.fromEnv())
     )
@@ -111,7 +117,8 @@ export const serve = (options: {
               writeKey: generated.writeKey,
               adminKey: generated.adminKey,
               sandboxes,
-              ...(Option.isNone(envMasterKey) ? { masterKey: masterKeyText } : {})
+              ...(Option.isNone(envMasterKey) ? { masterKey: masterKeyText } : {}),
+              ...(sourceSecret !== undefined ? { sourceSecret } : {})
             })
           }
           yield* Console.log([
@@ -126,6 +133,12 @@ export const serve = (options: {
             }`,
             "  destinations",
             ...lines,
+            ...(options.config.sources.length > 0
+              ? [
+                "  sources (shared secret in .tracklayer/sandbox.json → sourceSecret)",
+                ...options.config.sources.map((s) => `    ${s.id.padEnd(14)} → POST ${url}/v1/sources/${s.id}`)
+              ]
+              : []),
             "",
             "  Try it (in another terminal):",
             "    npm run generate -- --people 200 --out .tracklayer/events.ndjson",

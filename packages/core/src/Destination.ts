@@ -301,6 +301,37 @@ export interface DestinationInstance<S = any, P = any> {
   readonly purposes?: ReadonlyArray<string>
   /** Where the subscription starts when it is created (default `"end"`). */
   readonly startFrom?: StartFrom
+  /**
+   * Durable trait sync to this destination's `userState` capability (plugin API 1.2): the allowlisted traits and
+   * derived states, sent only when a value changes (docs/cohort-exchange.md).
+   */
+  readonly traits?: TraitSyncOptions
+}
+
+/** What a derived trait rule sees about a person (docs/cohort-exchange.md#derived-states). */
+export interface PersonState {
+  readonly userId?: string
+  readonly deviceId?: string
+  /** Durable traits, latest value by event time. */
+  readonly traits: Readonly<Record<string, unknown>>
+  /** Each configured purpose → granted now. */
+  readonly consent: Readonly<Record<string, boolean>>
+  /** How many distinct emails / phones (hashed forms) and which click id names are known. */
+  readonly identifiers: {
+    readonly emails: number
+    readonly phones: number
+    readonly clickIds: ReadonlyArray<string>
+  }
+  /** Keys of the audiences the person is a member of now. */
+  readonly audiences: ReadonlyArray<string>
+}
+
+/** Trait sync options of a destination instance. */
+export interface TraitSyncOptions {
+  /** Durable traits synced as they are (`plan`, `lifecycle_stage`, …). */
+  readonly sync: ReadonlyArray<string>
+  /** Derived user properties: name → rule over the person's state (`meta_eligible`, `high_match_quality`, …). */
+  readonly derived?: Readonly<Record<string, (person: PersonState) => unknown>>
 }
 
 /** Builds an instance (type helper for config modules). */

@@ -82,6 +82,8 @@ const CLEAR_TEXT_KEYS = new Set(["postalCode", "postal_code", "city", "phone", "
 export const maskPayload = (value: unknown, key?: string): unknown => {
   if (typeof value === "string") {
     if (/^[0-9a-f]{64}$/.test(value) || key === undefined) return value
+    // An email in clear under any key (a CRM upserts contacts by email: `{ id: "<email>", idProperty: "email" }`).
+    if (/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(value.trim())) return maskEmail(value.trim())
     if (IP_KEYS.has(key)) return maskIp(value)
     if (URL_KEYS.has(key)) return maskUrl(value)
     if (NAME_KEYS.has(key) || CLEAR_TEXT_KEYS.has(key)) return `${value.slice(0, 1)}***`

@@ -6,7 +6,7 @@
  * and delivery take it from there (docs/cohort-exchange.md).
  */
 import type { SqlError } from "@effect/sql"
-import type { Config, Scope } from "effect"
+import type { Config } from "effect"
 import { Context, Effect, Either, Layer, ParseResult, Schema } from "effect"
 import { EventStore } from "./EventStore.js"
 import { ConfigError, TrackLayerConfig } from "./TrackLayerConfig.js"
@@ -57,10 +57,11 @@ export interface SourcePlugin<S = any> {
     request: SourceRequest,
     settings: S
   ) => Either.Either<ReadonlyArray<AudienceBatch>, SourceRequestError>
-  /** A local stand-in for the sender (e.g. Amplitude posting cohort webhooks), for tests and demos. */
-  readonly sandbox?: (
-    options: { readonly port?: number }
-  ) => Effect.Effect<{ readonly url: string }, never, Scope.Scope>
+  /**
+   * The environment that configures this source in `tracklayer serve --sandbox`, given the generated shared secret
+   * (kept in `.tracklayer/sandbox.json`), e.g. `{ AMPLITUDE_COHORTS_SECRET: secret }`.
+   */
+  readonly sandboxEnv?: (secret: string) => Readonly<Record<string, string>>
 }
 
 /** A configured source: a plugin, an instance id (its URL path), and its settings read through `Config`. */

@@ -4,7 +4,7 @@
  */
 import { Config, Context, Data, Duration } from "effect"
 import * as Consent from "./Consent.js"
-import { type DestinationInstance, PLUGIN_API_VERSION, satisfies } from "./Destination.js"
+import { type DestinationInstance, PLUGIN_API_VERSION, satisfies, type TraitSyncOptions } from "./Destination.js"
 import type { SourceInstance } from "./Source.js"
 import type { EventDefinition, Vocabulary } from "./Vocabulary.js"
 
@@ -37,35 +37,10 @@ export interface AudienceRoute {
   readonly purposes?: ReadonlyArray<string>
 }
 
-/** What a derived trait rule sees about a person (docs/cohort-exchange.md#derived-states). */
-export interface PersonState {
-  readonly userId?: string
-  readonly deviceId?: string
-  /** Durable traits, latest value by event time. */
-  readonly traits: Readonly<Record<string, unknown>>
-  /** Each configured purpose → granted now. */
-  readonly consent: Readonly<Record<string, boolean>>
-  /** How many distinct emails / phones (raw or hashed) and which click id names are known. */
-  readonly identifiers: {
-    readonly emails: number
-    readonly phones: number
-    readonly clickIds: ReadonlyArray<string>
-  }
-  /** Keys of the audiences the person is a member of now. */
-  readonly audiences: ReadonlyArray<string>
-}
-
-/**
- * Durable trait sync to a destination's user-state capability (Amplitude Identify): the allowlisted traits and
- * derived states, sent only when a value changes compared with the last synced one.
- */
-export interface TraitSyncConfig {
-  /** The destination instance (its plugin must offer `userState`). */
+/** The trait sync of one destination instance (from its `traits` option). */
+export interface TraitSyncConfig extends TraitSyncOptions {
+  /** The destination instance (its plugin offers `userState`). */
   readonly destination: string
-  /** Durable traits synced as they are (`plan`, `lifecycle_stage`, …). */
-  readonly traits: ReadonlyArray<string>
-  /** Derived user properties: name → rule over the person's state (`meta_eligible`, `high_match_quality`, …). */
-  readonly derived?: Readonly<Record<string, (person: PersonState) => unknown>>
 }
 
 /** What `tracklayer.config.ts` default-exports. */
@@ -86,8 +61,6 @@ export interface TrackLayerConfigInput {
   readonly sources?: ReadonlyArray<SourceInstance>
   /** Audience routing: which destinations receive each inbound audience. */
   readonly audiences?: ReadonlyArray<AudienceRoute>
-  /** Durable trait sync (TrackLayer state out to Amplitude as user properties). */
-  readonly traitSync?: TraitSyncConfig
 }
 
 /** The resolved configuration. */
@@ -100,7 +73,8 @@ export interface ResolvedConfig {
   readonly retention: Readonly<Partial<Record<RetentionKind, Duration.Duration>>>
   readonly sources: ReadonlyArray<SourceInstance>
   readonly audiences: ReadonlyArray<AudienceRoute>
-  readonly traitSync?: TraitSyncConfig
+  /** Trait sync per destination instance configured with `traits`. */
+  readonly traitSync: ReadonlyArray<TraitSyncConfig>
   readonly delivery: {
     readonly maxAttempts: number
     readonly maxRetryAge: Duration.Duration
@@ -389,42 +363,43 @@ const resolveExchange = (
       }
     }
   }
-  const t = c.traitSync
-  if (t === undefined) return { sources, audiences }
-  const d = destinations.get(t.destination)
-  if (d === undefined) {
-    return new ConfigError({
-      field: "traitSync.destination",
-      detail: `no destination "${String(t.destination)}" (known: ${[...destinations.keys()].join(", ")})`
-    })
-  }
-  if (d.plugin.userState === undefined) {
-    return new ConfigError({
-      field: "traitSync.destination",
-      detail: `${d.plugin.name}@${d.plugin.version} has no user-state capability (trait sync needs one)`
-    })
-  }
-  if (!Array.isArray(t.traits)) {
-    return new ConfigError({ field: "traitSync.traits", detail: "must be an array of trait names" })
-  }
-  for (const [i, name] of t.traits.entries()) {
-    if (typeof name !== "string" || !TRAIT.test(name) || name.startsWith("$")) {
-      return new ConfigError({ field: `traitSync.traits[${i}]`, detail: `${JSON.stringify(name)} is not a trait name` })
-    }
-  }
-  for (const [name, rule] of Object.entries(t.derived ?? {})) {
-    if (!TRAIT.test(name) || name.startsWith("$")) {
-      return new ConfigError({ field: `traitSync.derived.${name}`, detail: "is not a user property name" })
-    }
-    if (typeof rule !== "function") {
-      return new ConfigError({ field: `traitSync.derived.${name}`, detail: "must be a function (person) => value" })
-    }
-    if (t.traits.includes(name)) {
+  const traitSync: Array<TraitSyncConfig> = []
+  for (const [i, d] of (c.destinations ?? []).entries()) {
+    const t = d.traits
+    if (t === undefined) continue
+    const field = `destinations[${i}].traits`
+    if (d.plugin.userState === undefined) {
       return new ConfigError({
-        field: `traitSync.derived.${name}`,
-        detail: "is also a synced trait; pick another name"
+        field,
+        detail: `${d.plugin.name}@${d.plugin.version} has no user-state capability (trait sync needs one)`
       })
     }
+    if (typeof t !== "object" || t === null || !Array.isArray(t.sync)) {
+      return new ConfigError({ field: `${field}.sync`, detail: "must be an array of trait names" })
+    }
+    for (const [j, name] of t.sync.entries()) {
+      if (typeof name !== "string" || !TRAIT.test(name) || name.startsWith("$")) {
+        return new ConfigError({ field: `${field}.sync[${j}]`, detail: `${JSON.stringify(name)} is not a trait name` })
+      }
+    }
+    if (t.derived !== undefined && (typeof t.derived !== "object" || t.derived === null)) {
+      return new ConfigError({ field: `${field}.derived`, detail: "must be an object: name → (person) => value" })
+    }
+    for (const [name, rule] of Object.entries(t.derived ?? {})) {
+      if (!TRAIT.test(name) || name.startsWith("$")) {
+        return new ConfigError({ field: `${field}.derived.${name}`, detail: "is not a user property name" })
+      }
+      if (typeof rule !== "function") {
+        return new ConfigError({ field: `${field}.derived.${name}`, detail: "must be a function (person) => value" })
+      }
+      if (t.sync.includes(name)) {
+        return new ConfigError({
+          field: `${field}.derived.${name}`,
+          detail: "is also a synced trait; pick another name"
+        })
+      }
+    }
+    traitSync.push({ destination: d.id, sync: t.sync, ...(t.derived !== undefined ? { derived: t.derived } : {}) })
   }
-  return { sources, audiences, traitSync: t }
+  return { sources, audiences, traitSync }
 }

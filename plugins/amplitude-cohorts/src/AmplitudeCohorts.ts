@@ -453,8 +453,10 @@ export const plugin: Source.SourcePlugin<Settings> = {
   pluginApi: "^1.2.0",
   settings: Settings,
   maxBodyBytes: MAX_BODY_BYTES,
-  receive
-  // No `sandbox`: the stand-in here is a sender (`AmplitudeCohortsSandbox.sender`), not a server to point at.
+  receive,
+  // `serve --sandbox` generates the shared secret; the stand-in for Amplitude is a sender
+  // (`AmplitudeCohortsSandbox.sender`), not a server to point at.
+  sandboxEnv: (secret) => ({ AMPLITUDE_COHORTS_SECRET: secret })
 }
 
 /** Options of `source`. */

@@ -134,7 +134,7 @@ describe("AmplitudeCohorts.settingsFromEnv", () => {
 })
 
 describe("AmplitudeCohorts.plugin", () => {
-  it("declares name, version (= package.json), plugin API 1.2, a 16 MiB body limit and no sandbox", () => {
+  it("declares name, version (= package.json), plugin API 1.2, a 16 MiB body limit and its sandbox environment", () => {
     const p = AmplitudeCohorts.plugin
     assert.strictEqual(p.name, pkg.name)
     assert.strictEqual(p.name, "@tracklayer/plugin-amplitude-cohorts")
@@ -143,7 +143,9 @@ describe("AmplitudeCohorts.plugin", () => {
     assert.isTrue(Destination.satisfies(Destination.PLUGIN_API_VERSION, p.pluginApi))
     assert.strictEqual(p.maxBodyBytes, 16_777_216)
     assert.strictEqual(p.settings, AmplitudeCohorts.Settings)
-    assert.strictEqual(p.sandbox, undefined)
+    assert.deepStrictEqual(p.sandboxEnv?.("s3cr3t-generated-by-serve"), {
+      AMPLITUDE_COHORTS_SECRET: "s3cr3t-generated-by-serve"
+    })
   })
 
   it("source() builds an instance with id `amplitude-cohorts` reading settings from the environment", () =>

@@ -1008,16 +1008,15 @@ export interface DestinationOptions {
   /** Consent purposes this instance needs (default `["analytics"]`). */
   readonly purposes?: ReadonlyArray<string>
   /**
-   * Trait sync through the Identify API (passed through to the core as the instance's `traits`). When given, the
-   * instance's events carry no `user_properties` of their own: `userPropertiesAllowlist` is forced to `[]`.
+   * Trait sync through the Identify API (the core's `traits` option: allowlisted traits and derived states, sent
+   * only when they change). When given, the instance's events carry no `user_properties` of their own:
+   * `userPropertiesAllowlist` is forced to `[]`.
    */
-  readonly traits?: unknown
+  readonly traits?: Destination.TraitSyncOptions
 }
 
 /** A configured Amplitude instance; `traits` is set when the instance syncs traits (plugin API 1.2). */
-export type AmplitudeInstance = Destination.DestinationInstance<Settings, AmplitudeEvent> & {
-  readonly traits?: unknown
-}
+export type AmplitudeInstance = Destination.DestinationInstance<Settings, AmplitudeEvent>
 
 /** Encoded settings with `userPropertiesAllowlist: []` (trait changes then travel only through Identify). */
 const withoutEventUserProperties = (settings: Config.Config<unknown>): Config.Config<unknown> =>

@@ -433,7 +433,9 @@ describe("Amplitude.destination({ traits })", () => {
 
   it("with traits the settings force userPropertiesAllowlist to [] and events carry no user_properties", () => {
     const options = { userPropertiesAllowlist: ["plan", "country"] }
-    const synced = read(Amplitude.destination({ traits: {}, settings: Amplitude.settingsFromEnv(options) }).settings)
+    const synced = read(
+      Amplitude.destination({ traits: { sync: ["plan"] }, settings: Amplitude.settingsFromEnv(options) }).settings
+    )
     assert.deepStrictEqual(synced, { apiKey: "k-000001", userPropertiesAllowlist: [] })
     const s = Schema.decodeUnknownSync(Amplitude.Settings)(synced)
     const payload = Either.getOrThrow(Amplitude.transform(purchase, s))
