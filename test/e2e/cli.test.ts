@@ -263,8 +263,11 @@ describe("config modules", () => {
       "amplitude",
       "meta",
       "google-ads",
-      "linkedin"
+      "linkedin",
+      "hubspot"
     ])
+    expect(Either.isRight(ts) && ts.right.sources.map((s) => s.id)).toEqual(["amplitude-cohorts"])
+    expect(Either.isRight(ts) && ts.right.traitSync.map((t) => t.destination)).toEqual(["amplitude"])
     const mjs = write(
       ".tmp-ok.config.mjs",
       `import { Vocabulary } from "@tracklayer/core"\nexport default { vocabulary: Vocabulary.canonical, destinations: [], unknownEvents: "store" }\n`

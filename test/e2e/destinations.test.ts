@@ -19,7 +19,7 @@ const HEX64 = /^[0-9a-f]{64}$/
 /** Dedup keys of the fixture journeys (the first test sends them to the same gateway). */
 const fixtureKeys = new Set(["evt_0002", "evt_0003", "ord_1001", "subscription_renewed:sub_77:2026-04", "evt_0201"])
 
-describe("default config in sandbox mode: Amplitude, Meta, Google, LinkedIn", () => {
+describe("default config in sandbox mode: Amplitude, Meta, Google, LinkedIn, HubSpot", () => {
   let scope: Scope.CloseableScope
   let gw: Gateway
   let cwd: string
@@ -60,7 +60,7 @@ describe("default config in sandbox mode: Amplitude, Meta, Google, LinkedIn", ()
       .json()) as any
 
   it("routes the fixture journeys to each destination by mapping and consent, with valid hashes", async () => {
-    expect(Object.keys(sandboxes).sort()).toEqual(["amplitude", "google-ads", "linkedin", "meta"])
+    expect(Object.keys(sandboxes).sort()).toEqual(["amplitude", "google-ads", "hubspot", "linkedin", "meta"])
     const events = Generator.rebaseTime(fixture, Date.now())
     const res = await fetch(`${gw.url}/v1/events`, {
       method: "POST",
@@ -213,11 +213,16 @@ describe("default config in sandbox mode: Amplitude, Meta, Google, LinkedIn", ()
       // Nothing was sent to an ad platform for an event whose explain says consent blocked it there.
       for (const x of explained) {
         for (const d of x.destinations) {
-          if (d.destination !== "amplitude" && d.status === "dropped" && String(d.reason).startsWith("consent")) {
+          if (d.destination in received && d.status === "dropped" && String(d.reason).startsWith("consent")) {
             expect(received[d.destination]).not.toContain(x.dedup_key)
           }
         }
       }
+      // HubSpot (crm purpose): contacts upserted, behavioural events once each (a stable uuid per dedup key).
+      expect(keysFor("hubspot").length).toBeGreaterThan(0)
+      const hubspotEvents = await sandboxEvents("hubspot")
+      expect(hubspotEvents.length).toBeGreaterThan(0)
+      expect(new Set(hubspotEvents.map((e) => e.uuid)).size).toBe(hubspotEvents.length)
       for (const e of await sandboxEvents("meta")) {
         for (
           const v of [e.event.user_data.em ?? [], e.event.user_data.ph ?? [], e.event.user_data.external_id ?? []]

@@ -53,8 +53,11 @@ describe("Destination.satisfies", () => {
     })
   }
 
-  it("the core implements plugin API 1.1.0 (1.1 added the optional deletePerson)", () => {
-    assert.strictEqual(PLUGIN_API_VERSION, "1.1.0")
+  it("the core implements plugin API 1.2.0 (1.1 added deletePerson, 1.2 audiences and userState)", () => {
+    assert.strictEqual(PLUGIN_API_VERSION, "1.2.0")
+    // Plugins built for 1.0 and 1.1 still load; one that needs 1.3 does not.
     assert.isTrue(satisfies(PLUGIN_API_VERSION, "^1.0.0"))
+    assert.isTrue(satisfies(PLUGIN_API_VERSION, "^1.1.0"))
+    assert.isFalse(satisfies(PLUGIN_API_VERSION, "^1.3.0"))
   })
 })
