@@ -164,7 +164,7 @@ export class EventStore extends Context.Tag("@tracklayer/core/EventStore")<Event
   readonly byPositions: (
     positions: ReadonlyArray<string>
   ) => Effect.Effect<ReadonlyArray<StoredEvent>, SqlError.SqlError>
-  /** Finds a tracked event by its id. */
+  /** Finds a tracked event (or an audience event, `<message id>:<user id>`) by its id. */
   readonly byEventId: (eventId: string) => Effect.Effect<StoredEvent | undefined, SqlError.SqlError>
   /** The cursor a new subscription starts from. */
   readonly startCursor: (from: StartFrom) => Effect.Effect<Cursor, SqlError.SqlError>
@@ -320,7 +320,8 @@ export const make = Effect.gen(function*() {
 
   const byEventId = Effect.fn("EventStore.byEventId")(function*(eventId: string) {
     const rows = yield* sql<Row>`
-      SELECT ${sql.literal(cols)} FROM tl_log WHERE event_id = ${eventId} AND kind = 'track'`
+      SELECT ${sql.literal(cols)} FROM tl_log WHERE event_id = ${eventId} AND kind IN ('track', 'audience')
+      ORDER BY kind = 'track' DESC LIMIT 1`
     return (yield* decode(rows))[0]
   })
 

@@ -6,7 +6,8 @@ import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Effect, Layer } from "effect"
 import type { CanonicalEvent } from "./Contract.js"
 import { Delivery } from "./Delivery.js"
-import { EventStore } from "./EventStore.js"
+import { audienceOf, EventStore } from "./EventStore.js"
+import { TrackLayerConfig } from "./TrackLayerConfig.js"
 import { Vault } from "./Vault.js"
 
 /** One attempt or routing decision. */
@@ -131,6 +132,7 @@ export const make = Effect.gen(function*() {
   const store = yield* EventStore
   const delivery = yield* Delivery
   const vault = yield* Vault
+  const config = yield* TrackLayerConfig
 
   const explain = Effect.fn("Explain.explain")(function*(eventId: string) {
     const e = yield* store.byEventId(eventId)
@@ -163,11 +165,20 @@ export const make = Effect.gen(function*() {
       const d = BigInt(e.tx) - BigInt(tx)
       return d !== 0n ? (d > 0n ? 1 : -1) : Math.sign(Number(BigInt(e.position) - BigInt(pos)))
     }
-    const ids = new Set([
-      ...delivery.instances.keys(),
-      ...subs.map((s) => s.destination).filter((d) => !d.startsWith("$")),
-      ...records.map((r) => r.destination)
-    ])
+    // An audience event concerns only the destinations its audience is routed to.
+    const audience = audienceOf(e)
+    const ids = new Set(
+      audience !== undefined
+        ? [
+          ...Object.keys(config.audiences.find((a) => a.key === audience.audience_key)?.destinations ?? {}),
+          ...records.map((r) => r.destination)
+        ]
+        : [
+          ...delivery.instances.keys(),
+          ...subs.map((s) => s.destination).filter((d) => !d.startsWith("$")),
+          ...records.map((r) => r.destination)
+        ]
+    )
     const destinations = [...ids].sort().map((destination): DestinationView => {
       const attempts = records.filter((r) => r.destination === destination).map((r): AttemptView => ({
         attempt: r.attempt,
