@@ -1,12 +1,13 @@
 /**
- * The `tracklayer` command line: serve | send | explain | migrate | sandbox.
+ * The `tracklayer` command line: serve | send | explain | preview | replay | redrive | migrate | sandbox.
  */
-import { Args, Command, Options } from "@effect/cli"
+import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Delivery, type Destination, type Explain, Preview } from "@tracklayer/core"
 import { Config, ConfigProvider, Console, Data, Effect, Option, Redacted } from "effect"
 import * as fs from "node:fs"
 import * as ConfigModule from "./ConfigModule.js"
 import * as LocalState from "./LocalState.js"
+import * as Replay from "./Replay.js"
 import * as Send from "./Send.js"
 import * as Serve from "./Serve.js"
 
@@ -287,6 +288,81 @@ const preview = Command.make(
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("print the exact payload a destination would receive for each event, without sending"))
 
+const timeOption = (name: string, description: string) =>
+  Options.text(name).pipe(
+    Options.withDescription(description),
+    Options.mapEffect((v) =>
+      Number.isNaN(Date.parse(v))
+        ? Effect.fail(
+          ValidationError.invalidValue(
+            HelpDoc.p(`--${name}: "${v}" is not a time (use RFC 3339, e.g. 2026-11-01T00:00:00Z)`)
+          )
+        )
+        : Effect.succeed(new Date(Date.parse(v)).toISOString())
+    ),
+    Options.optional
+  )
+
+const replay = Command.make(
+  "replay",
+  {
+    destination: Options.text("destination").pipe(Options.withDescription("destination id in the config")),
+    since: timeOption("since", "only events at or after this event time"),
+    until: timeOption("until", "only events before this event time"),
+    events: Options.text("events").pipe(
+      Options.withDescription("only these event names, comma-separated (e.g. purchase,sign_up)"),
+      Options.optional
+    ),
+    dryRun: Options.boolean("dry-run").pipe(Options.withDescription("count and show sample payloads; send nothing")),
+    json: Options.boolean("json").pipe(Options.withDescription("print the final status as JSON")),
+    url: urlOption,
+    key: keyOption
+  },
+  (o) =>
+    Effect.gen(function*() {
+      const url = yield* gatewayUrl(o.url)
+      const key = yield* apiKey(o.key, "admin")
+      const events = Option.map(o.events, (e) => e.split(",").map((x) => x.trim()).filter((x) => x !== ""))
+      if (Option.isSome(events) && events.value.length === 0) {
+        return yield* new UsageError({ message: "--events: give at least one event name" })
+      }
+      yield* Replay.replay({
+        url,
+        key,
+        destination: o.destination,
+        ...(Option.isSome(o.since) ? { since: o.since.value } : {}),
+        ...(Option.isSome(o.until) ? { until: o.until.value } : {}),
+        ...(Option.isSome(events) ? { events: events.value } : {}),
+        dryRun: o.dryRun,
+        json: o.json
+      })
+    })
+).pipe(Command.withDescription("re-deliver stored history to a destination through the live path (resumable)"))
+
+const redrive = Command.make(
+  "redrive",
+  {
+    destination: Options.text("destination").pipe(Options.withDescription("destination id in the config")),
+    reason: Options.text("reason").pipe(
+      Options.withDescription("only dead letters whose reason contains this text"),
+      Options.optional
+    ),
+    url: urlOption,
+    key: keyOption
+  },
+  (o) =>
+    Effect.gen(function*() {
+      const url = yield* gatewayUrl(o.url)
+      const key = yield* apiKey(o.key, "admin")
+      yield* Replay.redrive({
+        url,
+        key,
+        destination: o.destination,
+        ...(Option.isSome(o.reason) ? { reason: o.reason.value } : {})
+      })
+    })
+).pipe(Command.withDescription("re-send a destination's dead-lettered events after a fix"))
+
 const migrate = Command.make("migrate", {}, () => Serve.migrate).pipe(
   Command.withDescription("apply database migrations (DATABASE_URL, or PGlite in $TRACKLAYER_DATA_DIR)")
 )
@@ -312,7 +388,7 @@ const sandbox = Command.make("sandbox", { config: configOption }, ({ config }) =
 /** The root command. */
 export const command = Command.make("tracklayer").pipe(
   Command.withDescription("TrackLayer: server-side conversion event router"),
-  Command.withSubcommands([serve, send, explain, preview, migrate, sandbox])
+  Command.withSubcommands([serve, send, explain, preview, replay, redrive, migrate, sandbox])
 )
 
 /** Runs the CLI on argv. */

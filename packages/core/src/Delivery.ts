@@ -8,8 +8,9 @@
  * so its backlog stays on disk; the other destinations and ingest are unaffected (separate fibers).
  */
 import type { HttpClient } from "@effect/platform"
-import { SqlClient } from "@effect/sql"
+import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Duration, Effect, Either, Layer, ParseResult, Ref, Schedule, Schema } from "effect"
+import { randomUUID } from "node:crypto"
 import * as Audiences from "./Audiences.js"
 import * as Consent from "./Consent.js"
 import {
@@ -54,7 +55,154 @@ export class Delivery extends Context.Tag("@tracklayer/core/Delivery")<Delivery,
   readonly instances: ReadonlyMap<string, DestinationInstance>
   /** Destination id → the instance with its validated settings (for preview). */
   readonly resolved: ReadonlyMap<string, ResolvedDestination>
+  /**
+   * Starts a replay of history to a destination (or resumes the unfinished one with the same options). It runs in
+   * the background beside live delivery; `replay` reports its progress.
+   */
+  readonly startReplay: (
+    destination: string,
+    options: ReplayOptions
+  ) => Effect.Effect<ReplayStatus, ConfigError | SqlError.SqlError>
+  readonly replay: (id: string) => Effect.Effect<ReplayStatus | undefined, SqlError.SqlError>
+  readonly replays: (destination?: string) => Effect.Effect<ReadonlyArray<ReplayStatus>, SqlError.SqlError>
+  /** Pauses a running replay (it resumes where it stopped when started again). */
+  readonly pauseReplay: (id: string) => Effect.Effect<ReplayStatus | undefined, SqlError.SqlError>
+  /**
+   * Re-queues a destination's dead-lettered events (those whose reason contains `reason`, when given) for a new
+   * round of attempts. Returns how many.
+   */
+  readonly redrive: (destination: string, reason?: string) => Effect.Effect<number, ConfigError | SqlError.SqlError>
 }>() {}
+
+/** What to replay. */
+export interface ReplayOptions {
+  /** Only events at or after this event time. */
+  readonly since?: Date
+  /** Only events before this event time. */
+  readonly until?: Date
+  /** Only these canonical event names. */
+  readonly events?: ReadonlyArray<string>
+  /** Count and show sample payloads; send nothing. */
+  readonly dryRun?: boolean
+}
+
+/** A replay's progress. */
+export interface ReplayStatus {
+  readonly replay_id: string
+  readonly destination: string
+  readonly state: "running" | "paused" | "done" | "failed"
+  readonly dry_run: boolean
+  readonly since: string | null
+  readonly until: string | null
+  readonly events: ReadonlyArray<string> | null
+  /** Tracked events in the replayed range (when it was created). */
+  readonly total: number
+  readonly counts: ReplayCounts
+  /** Events read per second so far, and the estimated seconds left. */
+  readonly rate: number
+  readonly eta_seconds: number | null
+  /** Up to 5 payloads (dry run). */
+  readonly samples: ReadonlyArray<{ readonly event_id: string; readonly payload: unknown }>
+  readonly error: string | null
+  readonly created_at: string
+  readonly finished_at: string | null
+}
+
+/** Running totals of a replay. */
+export interface ReplayCounts {
+  /** Tracked events in range read from the log. */
+  readonly read: number
+  /** Skipped: already delivered (or queued) at this destination by live delivery or an earlier replay. */
+  readonly already: number
+  readonly routed: number
+  readonly dropped: number
+  readonly droppedBy: Readonly<Record<string, number>>
+  readonly sent: number
+  readonly accepted: number
+  readonly rejected: number
+  readonly retried: number
+}
+
+const zeroCounts: ReplayCounts = {
+  read: 0,
+  already: 0,
+  routed: 0,
+  dropped: 0,
+  droppedBy: {},
+  sent: 0,
+  accepted: 0,
+  rejected: 0,
+  retried: 0
+}
+
+const addCounts = (a: ReplayCounts, b: Partial<ReplayCounts>): ReplayCounts => {
+  const droppedBy: Record<string, number> = { ...a.droppedBy }
+  for (const [k, v] of Object.entries(b.droppedBy ?? {})) droppedBy[k] = (droppedBy[k] ?? 0) + v
+  return {
+    read: a.read + (b.read ?? 0),
+    already: a.already + (b.already ?? 0),
+    routed: a.routed + (b.routed ?? 0),
+    dropped: a.dropped + (b.dropped ?? 0),
+    droppedBy,
+    sent: a.sent + (b.sent ?? 0),
+    accepted: a.accepted + (b.accepted ?? 0),
+    rejected: a.rejected + (b.rejected ?? 0),
+    retried: a.retried + (b.retried ?? 0)
+  }
+}
+
+interface ReplayRow {
+  readonly replay_id: string
+  readonly destination: string
+  readonly since: Date | null
+  readonly until: Date | null
+  readonly events: ReadonlyArray<string> | null
+  readonly dry_run: boolean
+  readonly state: ReplayStatus["state"]
+  readonly cursor_tx: string
+  readonly cursor_pos: string
+  readonly end_tx: string
+  readonly end_pos: string
+  readonly total: string | number
+  readonly counts: unknown
+  readonly samples: unknown
+  readonly error: string | null
+  readonly created_at: Date
+  readonly updated_at: Date
+  readonly finished_at: Date | null
+}
+
+const replayCols = `replay_id, destination, since, until, events, dry_run, state, cursor_tx::text AS cursor_tx,
+  cursor_pos::text AS cursor_pos, end_tx::text AS end_tx, end_pos::text AS end_pos, total, counts, samples, error,
+  created_at, updated_at, finished_at`
+
+const json = <A>(v: unknown, fallback: A): A => (typeof v === "string" ? JSON.parse(v) : v ?? fallback) as A
+
+const toStatus = (r: ReplayRow): ReplayStatus => {
+  const counts = { ...zeroCounts, ...json<Partial<ReplayCounts>>(r.counts, {}) }
+  const total = Number(r.total)
+  const end = (r.finished_at ?? new Date()).getTime()
+  const seconds = Math.max(0.001, (end - r.created_at.getTime()) / 1000)
+  const rate = Math.round(((counts.read + counts.already) / seconds) * 10) / 10
+  const left = Math.max(0, total - counts.read - counts.already)
+  return {
+    replay_id: r.replay_id,
+    destination: r.destination,
+    state: r.state,
+    dry_run: r.dry_run,
+    since: r.since?.toISOString() ?? null,
+    until: r.until?.toISOString() ?? null,
+    events: r.events,
+    total,
+    counts,
+    rate,
+    eta_seconds: r.state === "done" ? 0 : rate > 0 ? Math.round(left / rate) : null,
+    samples: json(r.samples, []),
+    error: r.error,
+    created_at: r.created_at.toISOString(),
+    finished_at: r.finished_at?.toISOString() ?? null
+  }
+}
 
 /** A destination with validated settings. */
 export interface ResolvedDestination {
@@ -279,6 +427,38 @@ const initialState: State = { state: "running", failures: 0, sent: 0, accepted: 
 
 const excerpt = (s: string | undefined) => (s === undefined ? null : s.length > 2000 ? s.slice(0, 2000) + "…" : s)
 
+/** What one page of processing did (replay progress adds these up). */
+export interface PageCounts {
+  readonly read: number
+  readonly routed: number
+  readonly sent: number
+  readonly accepted: number
+  readonly rejected: number
+  readonly dropped: number
+  readonly retried: number
+  /** Dropped events by reason category (`consent`, `window`, `not_mapped`, `duplicate`, `invalid`, `erased`). */
+  readonly droppedBy: Readonly<Record<string, number>>
+}
+
+/** How `process` runs: a dry run sends and writes nothing; `commit` runs inside the page's transaction. */
+interface ProcessMode {
+  readonly dryRun?: boolean
+  readonly commit?: (counts: PageCounts) => Effect.Effect<void, SqlError.SqlError>
+}
+
+/** The category of a delivery-log reason: `consent (advertising): …` → `consent`. */
+export const reasonCategory = (reason: string): string => /^[a-z_]+/.exec(reason)?.[0] ?? "other"
+
+const countReasons = (records: ReadonlyArray<{ outcome: string; reason: string | null }>) => {
+  const out: Record<string, number> = {}
+  for (const r of records) {
+    if (r.outcome !== "dropped" || r.reason === null) continue
+    const c = reasonCategory(r.reason)
+    out[c] = (out[c] ?? 0) + 1
+  }
+  return out
+}
+
 /** Runs one destination's subscription until interrupted. */
 const runSubscription = (
   d: ResolvedDestination,
@@ -301,10 +481,24 @@ const runSubscription = (
     const routeKeys = new Set(audienceRoutes.map((r) => r.key))
 
     const startFrom = yield* store.startCursor(instance.startFrom ?? "end")
-    yield* sql`INSERT INTO tl_subscriptions (destination, plugin, cursor_tx, cursor_pos, start_tx, start_pos)
+    const created =
+      yield* sql`INSERT INTO tl_subscriptions (destination, plugin, cursor_tx, cursor_pos, start_tx, start_pos)
       VALUES (${id}, ${plugin.name}, ${startFrom.tx}::xid8, ${startFrom.position}::bigint,
         ${startFrom.tx}::xid8, ${startFrom.position}::bigint)
-      ON CONFLICT (destination) DO NOTHING`
+      ON CONFLICT (destination) DO NOTHING RETURNING destination`
+    // A destination added with `replayFrom`: live delivery starts at its start point, and history from
+    // `replayFrom` up to there is replayed beside it (once: only when the subscription is created).
+    const replayFrom = instance.replayFrom
+    if (created.length > 0 && replayFrom !== undefined) {
+      const r = yield* createReplay(
+        sql,
+        id,
+        replayFrom === "beginning" ? {} : { since: replayFrom.since },
+        null,
+        startFrom
+      )
+      yield* Effect.logInfo(`destination ${id} added with replayFrom: replay ${r.replay_id} of ${r.total} events`)
+    }
 
     const loadCursor = Effect.map(
       sql<{ tx: string; position: string }>`
@@ -347,7 +541,12 @@ const runSubscription = (
       })
 
     /** Routes, transforms, sends and records a set of events (new from the log, or due retries). */
-    const process = (events: ReadonlyArray<StoredEvent>, previous: ReadonlyMap<string, RetryRow>, advanceTo?: Cursor) =>
+    const process = (
+      events: ReadonlyArray<StoredEvent>,
+      previous: ReadonlyMap<string, RetryRow>,
+      advanceTo?: Cursor,
+      mode: ProcessMode = {}
+    ) =>
       Effect.gen(function*() {
         const now = Date.now()
         const records: Array<RecordRow> = []
@@ -423,6 +622,20 @@ const runSubscription = (
           prepared.push({ event: de, payload: t.right, bytes: json.length, stored: e })
         }
 
+        if (mode.dryRun === true) {
+          // Nothing is sent or written: the counts and a few payloads say what a replay would do.
+          return {
+            sent: 0,
+            work: events.length,
+            routed: prepared.length,
+            accepted: 0,
+            rejected: 0,
+            dropped,
+            retried: 0,
+            droppedBy: countReasons(records),
+            samples: prepared.slice(0, 5).map((p) => ({ event_id: p.event.eventId, payload: p.payload }))
+          }
+        }
         let requestFailure: { error: SendError; kind: "request" | "auth" } | undefined
         let sent = 0, accepted = 0, rejected = 0, retried = 0
         const retryLater = (e: StoredEvent, kind: RetryRow["kind"], reason: string, afterMs: number | undefined) => {
@@ -812,6 +1025,18 @@ const runSubscription = (
             } ON CONFLICT (destination, position) DO UPDATE SET attempts = EXCLUDED.attempts, kind = EXCLUDED.kind,
               next_attempt_at = EXCLUDED.next_attempt_at, last_reason = EXCLUDED.last_reason`
           }
+          if (mode.commit !== undefined) {
+            yield* mode.commit({
+              read: events.length,
+              routed: prepared.length,
+              sent,
+              accepted,
+              rejected,
+              dropped,
+              retried,
+              droppedBy: countReasons(records)
+            })
+          }
           if (advanceTo) {
             yield* sql`UPDATE tl_subscriptions SET cursor_tx = ${advanceTo.tx}::xid8,
               cursor_pos = ${advanceTo.position}::bigint, updated_at = now() WHERE destination = ${id}`
@@ -856,7 +1081,17 @@ const runSubscription = (
               `${requestFailure.error.message}; next attempt at ${new Date(s.resumeAt ?? at).toISOString()}`
           ).pipe(Effect.annotateLogs({ destination: id }))
         }
-        return { sent, work: events.length }
+        return {
+          sent,
+          work: events.length,
+          routed: prepared.length,
+          accepted,
+          rejected,
+          dropped,
+          retried,
+          droppedBy: countReasons(records),
+          samples: [] as ReadonlyArray<{ event_id: string; payload: unknown }>
+        }
       })
 
     /** Due retries first (oldest position first), then new events from the log. Returns how much work was done. */
@@ -912,6 +1147,89 @@ const runSubscription = (
       return events.length
     })
 
+    /** One page of the oldest running replay of this destination; how much work was done. */
+    const replayStep = Effect.gen(function*() {
+      const s = yield* Ref.get(stateRef)
+      if (s.resumeAt !== undefined && s.state !== "running" && Date.now() < s.resumeAt) {
+        yield* Effect.sleep(Duration.millis(Math.min(s.resumeAt - Date.now(), 1000)))
+        return 1
+      }
+      const [r] = yield* sql<ReplayRow>`SELECT ${sql.literal(replayCols)} FROM tl_replays
+        WHERE destination = ${id} AND state = 'running' ORDER BY created_at LIMIT 1`
+      if (r === undefined) return 0
+      const events = yield* store.readAfter(
+        { tx: r.cursor_tx, position: r.cursor_pos },
+        batchSize,
+        { tx: r.end_tx, position: r.end_pos }
+      )
+      const counts = { ...zeroCounts, ...json<Partial<ReplayCounts>>(r.counts, {}) }
+      if (events.length === 0) {
+        yield* sql`UPDATE tl_replays SET state = 'done', finished_at = now(), updated_at = now()
+          WHERE replay_id = ${r.replay_id} AND state = 'running'`
+        yield* Effect.logInfo(
+          `replay ${r.replay_id} to ${id} done: ${counts.read} read, ${counts.accepted} accepted, ` +
+            `${counts.dropped} dropped, ${counts.already} already delivered`
+        )
+        return 1
+      }
+      const last = events[events.length - 1]!
+      const wanted = events.filter((e) =>
+        e.kind === "track" &&
+        (r.since === null || e.event.timestamp >= r.since.getTime()) &&
+        (r.until === null || e.event.timestamp < r.until.getTime()) &&
+        (r.events === null || r.events.includes(e.name))
+      )
+      // Events live delivery (or an earlier replay) already handled here are not sent again.
+      const handled = wanted.length === 0 ? new Set<string>() : new Set(
+        (yield* sql<{ position: string }>`
+          SELECT position::text AS position FROM tl_delivery_records
+          WHERE destination = ${id} AND outcome <> 'retry' AND position IN ${sql.in(wanted.map((e) => e.position))}
+          UNION SELECT position::text AS position FROM tl_retry_queue
+          WHERE destination = ${id} AND position IN ${sql.in(wanted.map((e) => e.position))}`).map((x) => x.position)
+      )
+      const todo = wanted.filter((e) => !handled.has(e.position))
+      const advance = (page: Partial<ReplayCounts>, samples?: ReadonlyArray<unknown>) =>
+        sql`UPDATE tl_replays SET cursor_tx = ${last.tx}::xid8, cursor_pos = ${last.position}::bigint,
+          counts = ${JSON.stringify(addCounts(counts, { ...page, read: wanted.length, already: handled.size }))}::jsonb,
+          ${samples !== undefined ? sql`samples = ${JSON.stringify(samples)}::jsonb,` : sql``}
+          updated_at = now() WHERE replay_id = ${r.replay_id}`
+      if (r.dry_run) {
+        const res = todo.length === 0 ? undefined : yield* process(todo, new Map(), undefined, { dryRun: true })
+        const samples = [...json<Array<unknown>>(r.samples, []), ...(res?.samples ?? [])].slice(0, 5)
+        yield* advance(res ? { routed: res.routed, dropped: res.dropped, droppedBy: res.droppedBy } : {}, samples)
+      } else if (todo.length === 0) {
+        yield* advance({})
+      } else {
+        yield* process(todo, new Map(), undefined, {
+          commit: (page) =>
+            advance({
+              routed: page.routed,
+              dropped: page.dropped,
+              droppedBy: page.droppedBy,
+              sent: page.sent,
+              accepted: page.accepted,
+              rejected: page.rejected,
+              retried: page.retried
+            })
+        })
+      }
+      return events.length
+    })
+
+    // Replays run beside live delivery: a short pause between pages keeps the live path (and ingest, on the one
+    // PGlite connection) from waiting behind a long history.
+    yield* replayStep.pipe(
+      Effect.catchAllCause((cause) =>
+        Effect.logError(`destination ${id}: replay step failed; retrying`, cause).pipe(
+          Effect.zipRight(Effect.sleep(Duration.seconds(1))),
+          Effect.as(1)
+        )
+      ),
+      Effect.flatMap((work) => Effect.sleep(work === 0 ? Duration.seconds(1) : Duration.millis(5))),
+      Effect.forever,
+      Effect.forkScoped
+    )
+
     const loop = step.pipe(
       Effect.catchAllCause((cause) =>
         Effect.logError(`destination ${id}: delivery step failed; retrying`, cause).pipe(
@@ -961,12 +1279,136 @@ export const make = Effect.gen(function*() {
         retried: s.retried
       }))
   )
+  const sql = yield* SqlClient.SqlClient
+  const known = (destination: string) =>
+    resolved.some((d) => d.instance.id === destination)
+      ? Effect.void
+      : Effect.fail(
+        new ConfigError({
+          field: "destination",
+          detail: `"${destination}" is not a configured destination (${
+            resolved.map((d) => d.instance.id).join(", ") || "none"
+          })`
+        })
+      )
+  const replay = (replayId: string) =>
+    Effect.map(
+      sql<ReplayRow>`SELECT ${sql.literal(replayCols)} FROM tl_replays WHERE replay_id = ${replayId}`,
+      (rows) => (rows[0] ? toStatus(rows[0]) : undefined)
+    )
+  const startReplay = (destination: string, options: ReplayOptions) =>
+    Effect.gen(function*() {
+      yield* known(destination)
+      for (const e of options.events ?? []) {
+        if (!Object.hasOwn(config.vocabulary, e)) {
+          return yield* new ConfigError({ field: "events", detail: `"${e}" is not in the vocabulary` })
+        }
+      }
+      if (options.since !== undefined && options.until !== undefined && options.since >= options.until) {
+        return yield* new ConfigError({ field: "until", detail: "must be after since" })
+      }
+      const events = options.events !== undefined && options.events.length > 0 ? [...options.events].sort() : null
+      const dryRun = options.dryRun === true
+      // The unfinished replay with the same options is resumed (a crash or Ctrl-C does not start over).
+      const [same] = yield* sql<{ replay_id: string }>`SELECT replay_id FROM tl_replays
+        WHERE destination = ${destination} AND state IN ('running', 'paused') AND dry_run = ${dryRun}
+          AND since IS NOT DISTINCT FROM ${options.since ?? null}::timestamptz
+          AND until IS NOT DISTINCT FROM ${options.until ?? null}::timestamptz
+          AND events IS NOT DISTINCT FROM ${events}::text[]
+        ORDER BY created_at LIMIT 1`
+      if (same !== undefined) {
+        yield* sql`UPDATE tl_replays SET state = 'running', updated_at = now() WHERE replay_id = ${same.replay_id}`
+        return (yield* replay(same.replay_id))!
+      }
+      return yield* createReplay(sql, destination, { ...options, dryRun }, events)
+    })
+  const replays = (destination?: string) =>
+    Effect.map(
+      destination === undefined
+        ? sql<ReplayRow>`SELECT ${sql.literal(replayCols)} FROM tl_replays ORDER BY created_at DESC LIMIT 100`
+        : sql<ReplayRow>`SELECT ${sql.literal(replayCols)} FROM tl_replays WHERE destination = ${destination}
+          ORDER BY created_at DESC LIMIT 100`,
+      (rows) => rows.map(toStatus)
+    )
+  const pauseReplay = (replayId: string) =>
+    Effect.zipRight(
+      sql`UPDATE tl_replays SET state = 'paused', updated_at = now() WHERE replay_id = ${replayId} AND state = 'running'`,
+      replay(replayId)
+    )
+  const redrive = (destination: string, reason?: string) =>
+    Effect.gen(function*() {
+      yield* known(destination)
+      // Dead-lettered = the latest record of the event at this destination is a dead letter.
+      const rows = yield* sql<{ position: string; event_id: string }>`
+        SELECT position::text AS position, event_id FROM (
+          SELECT DISTINCT ON (position) position, event_id, outcome, reason FROM tl_delivery_records
+          WHERE destination = ${destination} ORDER BY position, id DESC
+        ) latest
+        WHERE outcome = 'dead_letter' AND (${reason ?? null}::text IS NULL OR strpos(reason, ${reason ?? ""}) > 0)`
+      if (rows.length === 0) return 0
+      yield* sql`INSERT INTO tl_retry_queue ${
+        sql.insert(rows.map((r) => ({
+          destination,
+          position: r.position,
+          event_id: r.event_id,
+          attempts: 0,
+          kind: "event",
+          next_attempt_at: new Date(),
+          last_reason: "redriven after being dead-lettered"
+        })))
+      } ON CONFLICT (destination, position) DO NOTHING`
+      yield* Effect.logInfo(`redrive: ${rows.length} dead-lettered events of ${destination} queued again`)
+      return rows.length
+    })
   return Delivery.of({
     health,
     instances: new Map(resolved.map((d) => [d.instance.id, d.instance])),
-    resolved: new Map(resolved.map((d) => [d.instance.id, d]))
+    resolved: new Map(resolved.map((d) => [d.instance.id, d])),
+    startReplay,
+    replay,
+    replays,
+    pauseReplay,
+    redrive
   })
 })
+
+/** Creates a replay from the start of its range up to where live delivery of the destination stands now. */
+const createReplay = (
+  sql: SqlClient.SqlClient,
+  destination: string,
+  options: ReplayOptions,
+  events: ReadonlyArray<string> | null,
+  end?: Cursor
+) =>
+  Effect.gen(function*() {
+    const [live] = yield* sql<{ tx: string; position: string }>`
+      SELECT cursor_tx::text AS tx, cursor_pos::text AS position FROM tl_subscriptions WHERE destination = ${destination}`
+    const until = end ?? live ?? { tx: "0", position: "0" }
+    const [count] = yield* sql<{ n: string }>`SELECT count(*)::text AS n FROM tl_log
+      WHERE kind = 'track' AND (tx, position) <= (${until.tx}::xid8, ${until.position}::bigint)
+        AND (${options.since ?? null}::timestamptz IS NULL OR occurred_at >= ${options.since ?? null}::timestamptz)
+        AND (${options.until ?? null}::timestamptz IS NULL OR occurred_at < ${options.until ?? null}::timestamptz)
+        AND (${events}::text[] IS NULL OR event_name = ANY(${events}::text[]))`
+    const replayId = `rpl_${randomUUID().replaceAll("-", "").slice(0, 20)}`
+    yield* sql`INSERT INTO tl_replays ${
+      sql.insert({
+        replay_id: replayId,
+        destination,
+        since: options.since ?? null,
+        until: options.until ?? null,
+        events,
+        dry_run: options.dryRun === true,
+        state: "running",
+        cursor_tx: "0",
+        cursor_pos: "0",
+        end_tx: until.tx,
+        end_pos: until.position,
+        total: count?.n ?? "0"
+      } as never)
+    }`
+    const [row] = yield* sql<ReplayRow>`SELECT ${sql.literal(replayCols)} FROM tl_replays WHERE replay_id = ${replayId}`
+    return toStatus(row!)
+  })
 
 /** Delivery for the configured destinations (needs an HttpClient for the plugins). */
 export const layer: Layer.Layer<

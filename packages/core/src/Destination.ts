@@ -302,6 +302,11 @@ export interface DestinationInstance<S = any, P = any> {
   /** Where the subscription starts when it is created (default `"end"`). */
   readonly startFrom?: StartFrom
   /**
+   * History to replay when the destination is first added: live delivery starts at `startFrom` (default the end
+   * of the log) and the events from `replayFrom` up to there are replayed beside it, resumably (docs/replay.md).
+   */
+  readonly replayFrom?: "beginning" | { readonly since: Date }
+  /**
    * Durable trait sync to this destination's `userState` capability (plugin API 1.2): the allowlisted traits and
    * derived states, sent only when a value changes (docs/cohort-exchange.md).
    */

@@ -432,7 +432,13 @@ export const make = Effect.gen(function*() {
     if (personId === null) return undefined
     const ids = yield* sql<{ key: string; kind: string; first_seen_at: Date; last_seen_at: Date }>`
       SELECT key, kind, first_seen_at, last_seen_at FROM tl_identifiers WHERE person_id = ${personId} ORDER BY first_seen_at`
-    const [user] = yield* sql<{ user_id: string }>`SELECT user_id FROM tl_people WHERE person_id = ${personId}`
+    let [user] = yield* sql<{ user_id: string }>`SELECT user_id FROM tl_people WHERE person_id = ${personId}`
+    if (user === undefined && ids.length === 0 && id.startsWith("user:")) {
+      // A user known only from an inbound audience (never tracked here) is a person too: their memberships are data
+      // about them, shown here and removed by erasure.
+      const held = yield* sql`SELECT 1 FROM tl_audience_members WHERE identifier = ${id} LIMIT 1`
+      if (held.length > 0) user = { user_id: id.slice(5) }
+    }
     if (ids.length === 0 && !user) return undefined
     const keys = [...ids.map((i) => i.key), ...(user ? [`user:${user.user_id}`] : [])]
     const traitRows = yield* sql<{ identifier: string; key: string; value: unknown; at: Date }>`

@@ -217,6 +217,16 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
           "secrets never go in the config file"
       })
     }
+    const rf = d.replayFrom
+    if (
+      rf !== undefined && rf !== "beginning" &&
+      !(typeof rf === "object" && rf !== null && rf.since instanceof Date && !Number.isNaN(rf.since.getTime()))
+    ) {
+      return new ConfigError({
+        field: `${field}.replayFrom`,
+        detail: `must be "beginning" or { since: Date }, got ${JSON.stringify(rf)}`
+      })
+    }
     const sf = d.startFrom
     if (
       sf !== undefined && sf !== "end" && sf !== "beginning" &&

@@ -50,13 +50,28 @@ export const view = (config: TraitSyncConfig, person: PersonState): Record<strin
   return out
 }
 
+/** JSON with object keys sorted: the last synced values come back from jsonb, which orders keys its own way. */
+const canonical = (u: unknown): string => {
+  if (Array.isArray(u)) return `[${u.map(canonical).join(",")}]`
+  if (typeof u === "object" && u !== null) {
+    const o = u as Record<string, unknown>
+    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(",")}}`
+  }
+  return JSON.stringify(u) ?? "null"
+}
+
 /** What changed between the last synced values and now (pure). */
 export const diff = (
   previous: Readonly<Record<string, unknown>>,
   next: Readonly<Record<string, unknown>>
 ): { readonly set: Record<string, unknown>; readonly unset: Array<string> } => {
   const set: Record<string, unknown> = {}
-  for (const [k, v] of Object.entries(next)) if (JSON.stringify(previous[k]) !== JSON.stringify(v)) set[k] = v
+  // Compared as stored: through JSON (Dates, undefined members), then with object keys in one order.
+  const stored = (u: unknown) => {
+    const json = JSON.stringify(u)
+    return json === undefined ? undefined : canonical(JSON.parse(json))
+  }
+  for (const [k, v] of Object.entries(next)) if (stored(previous[k]) !== stored(v)) set[k] = v
   const unset = Object.keys(previous).filter((k) => !Object.hasOwn(next, k)).sort()
   return { set, unset }
 }

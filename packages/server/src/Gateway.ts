@@ -281,6 +281,119 @@ const sourceHandler = Effect.gen(function*() {
   return yield* HttpServerResponse.json(received)
 })
 
+/** Reads an optional JSON object body of an admin endpoint (empty body = `{}`). */
+const readObject = Effect.gen(function*() {
+  const text = yield* readBody(64 * 1024, "64 KiB")
+  if (text.trim() === "") return {} as Record<string, unknown>
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch (e) {
+    return yield* failure(400, "malformed_json", `request body is not valid JSON: ${(e as Error).message}`)
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    return yield* failure(400, "bad_request", "request body must be a JSON object")
+  }
+  return body as Record<string, unknown>
+})
+
+const optionalTime = (body: Record<string, unknown>, field: string) =>
+  Effect.gen(function*() {
+    const v = body[field]
+    if (v === undefined || v === null) return undefined
+    const t = typeof v === "string" ? Date.parse(v) : Number.NaN
+    if (Number.isNaN(t)) {
+      return yield* failure(400, "bad_request", `${field}: must be an RFC 3339 time, got ${JSON.stringify(v)}`)
+    }
+    return new Date(t)
+  })
+
+/** Maps a delivery ConfigError (unknown destination, bad option) to a 400/404 naming the field. */
+const deliveryError = (e: { _tag: string; field?: string; detail?: string }) =>
+  e._tag === "ConfigError"
+    ? failure(
+      e.field === "destination" ? 404 : 400,
+      e.field === "destination" ? "not_found" : "bad_request",
+      `${e.field}: ${e.detail}`
+    )
+    : unavailable()
+
+/**
+ * `POST /v1/destinations/:id/replays` `{ since?, until?, events?, dry_run? }`: starts (or resumes) a replay of history
+ * to the destination through the live path; 202 with its progress (docs/replay.md).
+ */
+const startReplayHandler = Effect.gen(function*() {
+  yield* authorize("admin")
+  const params = yield* HttpRouter.params
+  const body = yield* readObject
+  const extra = Object.keys(body).filter((k) => !["since", "until", "events", "dry_run"].includes(k))
+  if (extra.length > 0) {
+    return yield* failure(400, "bad_request", `unknown field(s): ${extra.join(", ")} (since, until, events, dry_run)`)
+  }
+  const since = yield* optionalTime(body, "since")
+  const until = yield* optionalTime(body, "until")
+  const events = body["events"]
+  if (events !== undefined && (!Array.isArray(events) || events.some((e) => typeof e !== "string"))) {
+    return yield* failure(400, "bad_request", "events: must be an array of event names")
+  }
+  const dryRun = body["dry_run"]
+  if (dryRun !== undefined && typeof dryRun !== "boolean") {
+    return yield* failure(400, "bad_request", "dry_run: must be true or false")
+  }
+  const delivery = yield* Delivery.Delivery
+  const status = yield* delivery.startReplay(params["id"] ?? "", {
+    ...(since !== undefined ? { since } : {}),
+    ...(until !== undefined ? { until } : {}),
+    ...(events !== undefined ? { events: events as ReadonlyArray<string> } : {}),
+    ...(dryRun === true ? { dryRun: true } : {})
+  }).pipe(Effect.mapError(deliveryError))
+  return yield* HttpServerResponse.json(status, { status: 202 })
+})
+
+const replayHandler = Effect.gen(function*() {
+  yield* authorize("admin")
+  const params = yield* HttpRouter.params
+  const delivery = yield* Delivery.Delivery
+  const status = yield* delivery.replay(params["id"] ?? "").pipe(Effect.mapError(unavailable))
+  if (status === undefined) return yield* failure(404, "not_found", `no replay "${params["id"]}"`)
+  return yield* HttpServerResponse.json(status)
+})
+
+const replaysHandler = Effect.gen(function*() {
+  yield* authorize("admin")
+  const req = yield* HttpServerRequest.HttpServerRequest
+  const destination = new URL(req.url, "http://localhost").searchParams.get("destination") ?? undefined
+  const delivery = yield* Delivery.Delivery
+  return yield* HttpServerResponse.json({
+    replays: yield* delivery.replays(destination).pipe(Effect.mapError(unavailable))
+  })
+})
+
+const pauseReplayHandler = Effect.gen(function*() {
+  yield* authorize("admin")
+  const params = yield* HttpRouter.params
+  const delivery = yield* Delivery.Delivery
+  const status = yield* delivery.pauseReplay(params["id"] ?? "").pipe(Effect.mapError(unavailable))
+  if (status === undefined) return yield* failure(404, "not_found", `no replay "${params["id"]}"`)
+  return yield* HttpServerResponse.json(status)
+})
+
+/** `POST /v1/destinations/:id/redrive` `{ reason? }`: dead-lettered events get a new round of attempts. */
+const redriveHandler = Effect.gen(function*() {
+  yield* authorize("admin")
+  const params = yield* HttpRouter.params
+  const body = yield* readObject
+  const reason = body["reason"]
+  if (reason !== undefined && (typeof reason !== "string" || reason.trim() === "")) {
+    return yield* failure(400, "bad_request", "reason: must be a non-empty string (a part of the dead-letter reason)")
+  }
+  const delivery = yield* Delivery.Delivery
+  const redriven = yield* delivery.redrive(params["id"] ?? "", reason as string | undefined).pipe(
+    Effect.mapError(deliveryError)
+  )
+  return yield* HttpServerResponse.json({ destination: params["id"], redriven })
+})
+
 const destinationsHandler = Effect.gen(function*() {
   yield* authorize("admin")
   const delivery = yield* Delivery.Delivery
@@ -297,7 +410,12 @@ export const router = HttpRouter.empty.pipe(
   HttpRouter.get("/v1/people/:id", personHandler),
   HttpRouter.post("/v1/preview", previewHandler),
   HttpRouter.del("/v1/people/:id", erasePersonHandler),
-  HttpRouter.post("/v1/sources/:id", sourceHandler)
+  HttpRouter.post("/v1/sources/:id", sourceHandler),
+  HttpRouter.post("/v1/destinations/:id/replays", startReplayHandler),
+  HttpRouter.get("/v1/replays", replaysHandler),
+  HttpRouter.get("/v1/replays/:id", replayHandler),
+  HttpRouter.post("/v1/replays/:id/pause", pauseReplayHandler),
+  HttpRouter.post("/v1/destinations/:id/redrive", redriveHandler)
 )
 
 /** The HTTP app: typed failures become JSON errors; unknown routes a JSON 404. */

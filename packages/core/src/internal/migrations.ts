@@ -222,11 +222,39 @@ const m0005 = Effect.gen(function*() {
   )`
 })
 
+const m0006 = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  // Replays (`tracklayer replay`, `POST /v1/destinations/:id/replays`): history re-delivered to one destination
+  // through the live path, resumable from its own cursor; `end` is where live delivery stood when it was created.
+  yield* sql`CREATE TABLE tl_replays (
+    replay_id text PRIMARY KEY,
+    destination text NOT NULL,
+    since timestamptz,
+    until timestamptz,
+    events text[],
+    dry_run boolean NOT NULL DEFAULT false,
+    state text NOT NULL CHECK (state IN ('running', 'paused', 'done', 'failed')),
+    cursor_tx xid8 NOT NULL,
+    cursor_pos bigint NOT NULL,
+    end_tx xid8 NOT NULL,
+    end_pos bigint NOT NULL,
+    total bigint NOT NULL,
+    counts jsonb NOT NULL DEFAULT '{}',
+    samples jsonb NOT NULL DEFAULT '[]',
+    error text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+  )`
+  yield* sql`CREATE INDEX tl_replays_destination ON tl_replays (destination, state)`
+})
+
 /** Migration id_name → effect, in order. */
 export const migrations = {
   "0001_event_log": m0001,
   "0002_identity_consent": m0002,
   "0003_adjustments": m0003,
   "0004_privacy": m0004,
-  "0005_audiences": m0005
+  "0005_audiences": m0005,
+  "0006_replays": m0006
 }
