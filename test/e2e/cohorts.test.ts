@@ -133,6 +133,8 @@ describe("cohort exchange: Amplitude cohorts in, audiences out, traits back to A
       $set: { plan: "free", lifecycle_stage: "trial", meta_eligible: false, power_user: false }
     }])
     // Amplitude events carry no user_properties of their own: trait changes travel only through Identify.
+    // (Trait sync and event delivery run independently: wait for the events too.)
+    expect(await waitFor(async () => (await run(amp.client.events())).length === 3, 30_000)).toBe(true)
     const events = await run(amp.client.events())
     expect(events.map((e) => e.event["event_type"])).toEqual(["sign_up", "sign_up", "sign_up"])
     expect(events.every((e) => !("user_properties" in e.event))).toBe(true)

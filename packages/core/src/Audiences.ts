@@ -54,7 +54,7 @@ export interface PlannedChange {
   readonly identifier: string
   readonly name: string
   readonly op: "add" | "remove"
-  /** Why: `joined`, `left`, `consent withdrawn (advertising)`, `consent granted`. */
+  /** Why: `joined` (a member with the purposes granted: a new member, or consent granted again), `left`, `consent withdrawn (advertising)`. */
   readonly cause: string
 }
 

@@ -364,6 +364,12 @@ const resolveExchange = (
         })
       }
     }
+    if (a.purposes !== undefined && !Array.isArray(a.purposes)) {
+      return new ConfigError({
+        field: `${field}.purposes`,
+        detail: `must be an array of consent purposes, e.g. ["advertising"], got ${JSON.stringify(a.purposes)}`
+      })
+    }
     for (const p of a.purposes ?? []) {
       if (!purposes.includes(p)) {
         return new ConfigError({
