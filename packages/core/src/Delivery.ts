@@ -26,6 +26,7 @@ import {
 import { audienceOf, type Cursor, EventStore, type StoredEvent } from "./EventStore.js"
 import { IdentityGraph, type Resolved } from "./Identity.js"
 import { ERASURE_LOCK } from "./internal/locks.js"
+import { Leases } from "./Lease.js"
 import { Projector } from "./Projector.js"
 import { ConfigError, type ResolvedConfig, TrackLayerConfig } from "./TrackLayerConfig.js"
 import { Vault } from "./Vault.js"
@@ -46,6 +47,9 @@ export interface DestinationHealth {
   readonly rejected: number
   readonly dropped: number
   readonly retried: number
+  /** The gateway process delivering this destination now (scale-out), and whether it is this one. */
+  readonly leaseHolder?: string
+  readonly thisProcess?: boolean
 }
 
 /** The delivery service: its subscriptions run in the background while the layer is alive. */
@@ -459,6 +463,9 @@ const countReasons = (records: ReadonlyArray<{ outcome: string; reason: string |
   return out
 }
 
+/** The lease name of a destination's delivery (Lease.ts). */
+export const leaseOf = (id: string) => `delivery:${id}`
+
 /** Runs one destination's subscription until interrupted. */
 const runSubscription = (
   d: ResolvedDestination,
@@ -471,6 +478,7 @@ const runSubscription = (
     const graph = yield* IdentityGraph
     const projector = yield* Projector
     const vault = yield* Vault
+    const leases = yield* Leases
     const { instance, settings } = d
     const plugin = instance.plugin
     const id = instance.id
@@ -969,6 +977,8 @@ const runSubscription = (
         }
 
         yield* sql.withTransaction(Effect.gen(function*() {
+          // Only the lease holder commits (another process may have taken over while this one was sending).
+          yield* leases.fence(leaseOf(id))
           // An erasure committed while this step was sending wins: its events are not queued again.
           yield* sql`SELECT pg_advisory_xact_lock_shared(${ERASURE_LOCK})`
           if (keep.length > 0) {
@@ -1000,7 +1010,11 @@ const runSubscription = (
               sql.insert(yield* vault.sealPayloads(payloads, events))
             } ON CONFLICT DO NOTHING`
           }
-          if (records.length > 0) yield* sql`INSERT INTO tl_delivery_records ${sql.insert(records)}`
+          if (records.length > 0) {
+            yield* sql`INSERT INTO tl_delivery_records ${
+              sql.insert(records.map((r) => ({ ...r, owner: leases.owner })))
+            }`
+          }
           if (syncWrites.length > 0) {
             yield* sql`INSERT INTO tl_audience_sync ${
               sql.insert(
@@ -1179,18 +1193,22 @@ const runSubscription = (
         (r.until === null || e.event.timestamp < r.until.getTime()) &&
         (r.events === null || r.events.includes(e.name))
       )
-      // Events live delivery (or an earlier replay) already handled here are not sent again.
+      // Events live delivery (or an earlier replay) sent here, or is still trying to, are not sent again. Events
+      // only dropped before (not mapped then, no consent then, …) are routed again, as live delivery would today.
       const handled = wanted.length === 0 ? new Set<string>() : new Set(
         (yield* sql<{ position: string }>`
           SELECT position::text AS position FROM tl_delivery_records
-          WHERE destination = ${id} AND outcome <> 'retry' AND position IN ${sql.in(wanted.map((e) => e.position))}
+          WHERE destination = ${id} AND outcome IN ('accepted', 'rejected', 'dead_letter')
+            AND position IN ${sql.in(wanted.map((e) => e.position))}
           UNION SELECT position::text AS position FROM tl_retry_queue
           WHERE destination = ${id} AND position IN ${sql.in(wanted.map((e) => e.position))}`).map((x) => x.position)
       )
       const todo = wanted.filter((e) => !handled.has(e.position))
       const advance = (page: Partial<ReplayCounts>, samples?: ReadonlyArray<unknown>) =>
         sql`UPDATE tl_replays SET cursor_tx = ${last.tx}::xid8, cursor_pos = ${last.position}::bigint,
-          counts = ${JSON.stringify(addCounts(counts, { ...page, read: wanted.length, already: handled.size }))}::jsonb,
+          counts = ${
+          JSON.stringify(addCounts(counts, { ...page, read: wanted.length - handled.size, already: handled.size }))
+        }::jsonb,
           ${samples !== undefined ? sql`samples = ${JSON.stringify(samples)}::jsonb,` : sql``}
           updated_at = now() WHERE replay_id = ${r.replay_id}`
       if (r.dry_run) {
@@ -1218,7 +1236,7 @@ const runSubscription = (
 
     // Replays run beside live delivery: a short pause between pages keeps the live path (and ingest, on the one
     // PGlite connection) from waiting behind a long history.
-    yield* replayStep.pipe(
+    const replayLoop = replayStep.pipe(
       Effect.catchAllCause((cause) =>
         Effect.logError(`destination ${id}: replay step failed; retrying`, cause).pipe(
           Effect.zipRight(Effect.sleep(Duration.seconds(1))),
@@ -1226,8 +1244,7 @@ const runSubscription = (
         )
       ),
       Effect.flatMap((work) => Effect.sleep(work === 0 ? Duration.seconds(1) : Duration.millis(5))),
-      Effect.forever,
-      Effect.forkScoped
+      Effect.forever
     )
 
     const loop = step.pipe(
@@ -1241,7 +1258,8 @@ const runSubscription = (
       Effect.flatMap((work) => (work === 0 ? Effect.sleep(opts.pollInterval) : Effect.void)),
       Effect.forever
     )
-    return yield* loop
+    // Live delivery and replays of this destination run in the process holding its lease (one at a time).
+    return yield* leases.hold(leaseOf(id), Effect.raceFirst(loop, replayLoop))
   }).pipe(Effect.annotateLogs({ destination: d.instance.id }))
 
 /** Builds delivery: validates settings, then runs every subscription in the background. */
@@ -1260,24 +1278,34 @@ export const make = Effect.gen(function*() {
       Effect.forkScoped
     )
   }
-  const health = Effect.forEach(
-    resolved,
-    (d) =>
-      Effect.map(Ref.get(states.get(d.instance.id)!), (s): DestinationHealth => ({
-        destination: d.instance.id,
-        plugin: d.instance.plugin.name,
-        pluginVersion: d.instance.plugin.version,
-        state: s.state,
-        ...(s.reason !== undefined ? { reason: s.reason } : {}),
-        ...(s.lastError !== undefined ? { lastError: s.lastError } : {}),
-        ...(s.lastSuccessAt !== undefined ? { lastSuccessAt: new Date(s.lastSuccessAt).toISOString() } : {}),
-        ...(s.resumeAt !== undefined && s.state !== "running" ? { resumeAt: new Date(s.resumeAt).toISOString() } : {}),
-        sent: s.sent,
-        accepted: s.accepted,
-        rejected: s.rejected,
-        dropped: s.dropped,
-        retried: s.retried
-      }))
+  const leases = yield* Leases
+  const health = Effect.flatMap(
+    leases.list.pipe(Effect.orElseSucceed((): ReadonlyArray<{ name: string; owner: string }> => [])),
+    (held) =>
+      Effect.forEach(
+        resolved,
+        (d) =>
+          Effect.map(Ref.get(states.get(d.instance.id)!), (s): DestinationHealth => ({
+            destination: d.instance.id,
+            plugin: d.instance.plugin.name,
+            pluginVersion: d.instance.plugin.version,
+            state: s.state,
+            ...(s.reason !== undefined ? { reason: s.reason } : {}),
+            ...(s.lastError !== undefined ? { lastError: s.lastError } : {}),
+            ...(s.lastSuccessAt !== undefined ? { lastSuccessAt: new Date(s.lastSuccessAt).toISOString() } : {}),
+            ...(s.resumeAt !== undefined && s.state !== "running"
+              ? { resumeAt: new Date(s.resumeAt).toISOString() }
+              : {}),
+            sent: s.sent,
+            accepted: s.accepted,
+            rejected: s.rejected,
+            dropped: s.dropped,
+            retried: s.retried,
+            ...((h) => h === undefined ? {} : { leaseHolder: h.owner, thisProcess: h.owner === leases.owner })(
+              held.find((l) => l.name === leaseOf(d.instance.id))
+            )
+          }))
+      )
   )
   const sql = yield* SqlClient.SqlClient
   const known = (destination: string) =>
@@ -1414,5 +1442,12 @@ const createReplay = (
 export const layer: Layer.Layer<
   Delivery,
   ConfigError,
-  TrackLayerConfig | EventStore | IdentityGraph | Projector | Vault | SqlClient.SqlClient | HttpClient.HttpClient
+  | TrackLayerConfig
+  | EventStore
+  | IdentityGraph
+  | Projector
+  | Vault
+  | Leases
+  | SqlClient.SqlClient
+  | HttpClient.HttpClient
 > = Layer.scoped(Delivery, make)

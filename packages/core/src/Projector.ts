@@ -9,8 +9,12 @@ import { Context, Duration, Effect, Layer } from "effect"
 import { audienceOf, type Cursor, EventStore, origin, type StoredEvent } from "./EventStore.js"
 import { identifiersOf, IdentityGraph } from "./Identity.js"
 import { purgeErasedIn } from "./internal/erasure.js"
+import { Leases } from "./Lease.js"
 import { TrackLayerConfig } from "./TrackLayerConfig.js"
 import { Vault } from "./Vault.js"
+
+/** The lease of the projector (one process folds the log at a time). */
+export const PROJECTOR_LEASE = "projector"
 
 /** The subscription row of the projector in `tl_subscriptions`. */
 export const PROJECTION = "$projection"
@@ -44,6 +48,7 @@ export const make = Effect.gen(function*() {
   const identity = yield* IdentityGraph
   const config = yield* TrackLayerConfig
   const vault = yield* Vault
+  const leases = yield* Leases
 
   yield* sql`INSERT INTO tl_subscriptions (destination, plugin, cursor_tx, cursor_pos, start_tx, start_pos)
     VALUES (${PROJECTION}, 'core', ${origin.tx}::xid8, ${origin.position}::bigint, ${origin.tx}::xid8, ${origin.position}::bigint)
@@ -61,6 +66,8 @@ export const make = Effect.gen(function*() {
     if (events.length === 0) return 0
     const last = events[events.length - 1]!
     yield* sql.withTransaction(Effect.gen(function*() {
+      // One projector across gateway processes: only the lease holder folds (Lease.ts).
+      yield* leases.fence(PROJECTOR_LEASE)
       yield* identity.project(events)
       const choices = events.flatMap((e) => (e.kind === "track" || e.kind === "consent" ? consentChoicesOf(e) : []))
       if (choices.length > 0) yield* sql`INSERT INTO tl_consent_choices ${sql.insert(choices)}`
@@ -127,7 +134,7 @@ export const make = Effect.gen(function*() {
     return events.length
   })
 
-  yield* step.pipe(
+  const loop = step.pipe(
     Effect.catchAllCause((cause) =>
       Effect.logError("projector: step failed; retrying", cause).pipe(
         Effect.zipRight(Effect.sleep(Duration.seconds(1))),
@@ -135,9 +142,9 @@ export const make = Effect.gen(function*() {
       )
     ),
     Effect.flatMap((n) => (n === 0 ? Effect.sleep(config.delivery.pollInterval) : Effect.void)),
-    Effect.forever,
-    Effect.forkScoped
+    Effect.forever
   )
+  yield* Effect.forkScoped(leases.hold(PROJECTOR_LEASE, loop))
 
   return Projector.of({ cursor })
 })

@@ -22,6 +22,11 @@ export interface DeliveryOptions {
   readonly pollInterval?: Duration.DurationInput
   /** HTTP timeout of one send (default 30 s). */
   readonly requestTimeout?: Duration.DurationInput
+  /**
+   * How long a process's lease on background work lasts without renewal (default 15 s): the time another gateway
+   * process on the same PostgreSQL waits before taking over the work of one that died (docs/operations.md).
+   */
+  readonly leaseTtl?: Duration.DurationInput
 }
 
 /**
@@ -82,6 +87,7 @@ export interface ResolvedConfig {
     readonly maxBackoff: Duration.Duration
     readonly pollInterval: Duration.Duration
     readonly requestTimeout: Duration.Duration
+    readonly leaseTtl: Duration.Duration
   }
 }
 
@@ -249,7 +255,8 @@ export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
     initialBackoff: dur(o.initialBackoff, "1 second", "initialBackoff"),
     maxBackoff: dur(o.maxBackoff, "5 minutes", "maxBackoff"),
     pollInterval: dur(o.pollInterval, "200 millis", "pollInterval"),
-    requestTimeout: dur(o.requestTimeout, "30 seconds", "requestTimeout")
+    requestTimeout: dur(o.requestTimeout, "30 seconds", "requestTimeout"),
+    leaseTtl: dur(o.leaseTtl, "15 seconds", "leaseTtl")
   }
   for (const v of Object.values(delivery)) if (v instanceof ConfigError) return v
   if (!Number.isInteger(delivery.maxAttempts) || delivery.maxAttempts < 1) {

@@ -16,6 +16,7 @@ import { resolveDestinations } from "./Delivery.js"
 import { type Outcome, type PersonState, RetryableError, type UserStateUpdate } from "./Destination.js"
 import { EventStore, origin, type StoredEvent } from "./EventStore.js"
 import { IdentityGraph } from "./Identity.js"
+import { Leases } from "./Lease.js"
 import { Projector } from "./Projector.js"
 import { type ResolvedConfig, TrackLayerConfig, type TraitSyncConfig } from "./TrackLayerConfig.js"
 import { Vault } from "./Vault.js"
@@ -92,11 +93,13 @@ const run = (config: ResolvedConfig, t: TraitSyncConfig) =>
     const settings = d!.settings
     const id = t.destination
     const sub = subscriptionOf(id)
+    const purposes = d!.instance.purposes ?? d!.instance.plugin.purposes
     const sql = yield* SqlClient.SqlClient
     const store = yield* EventStore
     const graph = yield* IdentityGraph
     const projector = yield* Projector
     const vault = yield* Vault
+    const leases = yield* Leases
     const opts = config.delivery
 
     // Everything already known is synced once (the cursor starts at the beginning of the log).
@@ -171,6 +174,8 @@ const run = (config: ResolvedConfig, t: TraitSyncConfig) =>
             },
             audiences: [...new Set(memberships.filter((m) => keys.has(m.identifier)).map((m) => m.audience_key))].sort()
           }
+          // Traits go only where the person's events may go: the destination's purposes granted now.
+          if (!purposes.every((p) => person.consent[p] === true)) continue
           const next = view(t, person)
           const change = diff(previous.get(key) ?? {}, next)
           if (Object.keys(change.set).length === 0 && change.unset.length === 0) continue
@@ -277,6 +282,7 @@ const run = (config: ResolvedConfig, t: TraitSyncConfig) =>
       }
       failures = 0
       yield* sql.withTransaction(Effect.gen(function*() {
+        yield* leases.fence(sub)
         if (accepted.length > 0) {
           yield* sql`INSERT INTO tl_trait_sync ${sql.insert(accepted)}
           ON CONFLICT (destination, identifier) DO UPDATE SET traits = EXCLUDED.traits, at = now()`
@@ -286,7 +292,9 @@ const run = (config: ResolvedConfig, t: TraitSyncConfig) =>
           const sealed = yield* vault.sealPayloads(payloads, updates.map((u) => u.e))
           yield* sql`INSERT INTO tl_delivery_payloads ${sql.insert(sealed)} ON CONFLICT DO NOTHING`
         }
-        if (records.length > 0) yield* sql`INSERT INTO tl_delivery_records ${sql.insert(records)}`
+        if (records.length > 0) {
+          yield* sql`INSERT INTO tl_delivery_records ${sql.insert(records.map((r) => ({ ...r, owner: leases.owner })))}`
+        }
         yield* sql`UPDATE tl_subscriptions SET cursor_tx = ${last.tx}::xid8, cursor_pos = ${last.position}::bigint,
         updated_at = now() WHERE destination = ${sub}`
       }))
@@ -294,19 +302,22 @@ const run = (config: ResolvedConfig, t: TraitSyncConfig) =>
     })
 
     let registered = false
-    yield* Effect.suspend((): Effect.Effect<unknown, SqlError.SqlError> =>
-      registered ? Effect.void : Effect.tap(register, () => (registered = true))
-    ).pipe(
-      Effect.zipRight(step),
-      Effect.catchAllCause((cause) =>
-        Effect.logError(`trait sync to ${id}: step failed; retrying`, cause).pipe(
-          Effect.zipRight(Effect.sleep(Duration.seconds(1))),
-          Effect.as(1)
-        )
-      ),
-      Effect.flatMap((n) => (n === 0 ? Effect.sleep(opts.pollInterval) : Effect.void)),
-      Effect.forever,
-      Effect.annotateLogs({ destination: id })
+    return yield* leases.hold(
+      sub,
+      Effect.suspend((): Effect.Effect<unknown, SqlError.SqlError> =>
+        registered ? Effect.void : Effect.tap(register, () => (registered = true))
+      ).pipe(
+        Effect.zipRight(step),
+        Effect.catchAllCause((cause) =>
+          Effect.logError(`trait sync to ${id}: step failed; retrying`, cause).pipe(
+            Effect.zipRight(Effect.sleep(Duration.seconds(1))),
+            Effect.as(1)
+          )
+        ),
+        Effect.flatMap((n) => (n === 0 ? Effect.sleep(opts.pollInterval) : Effect.void)),
+        Effect.forever,
+        Effect.annotateLogs({ destination: id })
+      )
     )
   })
 
@@ -324,7 +335,14 @@ export const make = Effect.gen(function*() {
 export const layer: Layer.Layer<
   TraitSync,
   import("./TrackLayerConfig.js").ConfigError,
-  TrackLayerConfig | EventStore | IdentityGraph | Projector | Vault | SqlClient.SqlClient | HttpClient.HttpClient
+  | TrackLayerConfig
+  | EventStore
+  | IdentityGraph
+  | Projector
+  | Vault
+  | Leases
+  | SqlClient.SqlClient
+  | HttpClient.HttpClient
 > = Layer.scoped(TraitSync, make)
 
 /**

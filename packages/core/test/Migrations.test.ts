@@ -25,6 +25,6 @@ describe("migrations", () => {
     }
     // Every migration in the file is registered, in order.
     expect(Object.keys(hashes)).toEqual(Object.keys(hashes).sort())
-    expect(src).toContain(`"0006_replays": m0006`)
+    expect(src).toContain(`"0007_leases": m0007`)
   })
 })

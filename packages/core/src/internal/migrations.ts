@@ -249,6 +249,25 @@ const m0006 = Effect.gen(function*() {
   yield* sql`CREATE INDEX tl_replays_destination ON tl_replays (destination, state)`
 })
 
+const m0007 = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  // Leases (Lease.ts): background work (projector, each destination's delivery, trait sync) runs in one process at a
+  // time; a dead process's lease expires and another takes the work over.
+  yield* sql`CREATE TABLE tl_leases (
+    name text PRIMARY KEY,
+    owner text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    acquired_at timestamptz NOT NULL DEFAULT now()
+  )`
+  // Which process wrote each delivery record (scale-out: shows who delivered what, and that none overlapped).
+  yield* sql`ALTER TABLE tl_delivery_records ADD COLUMN owner text`
+  // The delivery-log explorer searches by person, business key and time, and reconciles per destination.
+  yield* sql`CREATE INDEX tl_log_person ON tl_log (person_key)`
+  yield* sql`CREATE INDEX tl_log_dedup ON tl_log (dedup_key)`
+  yield* sql`CREATE INDEX tl_log_occurred ON tl_log (occurred_at) WHERE kind = 'track'`
+  yield* sql`CREATE INDEX tl_delivery_records_position ON tl_delivery_records (destination, position, id)`
+})
+
 /** Migration id_name → effect, in order. */
 export const migrations = {
   "0001_event_log": m0001,
@@ -256,5 +275,6 @@ export const migrations = {
   "0003_adjustments": m0003,
   "0004_privacy": m0004,
   "0005_audiences": m0005,
-  "0006_replays": m0006
+  "0006_replays": m0006,
+  "0007_leases": m0007
 }
