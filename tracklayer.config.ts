@@ -43,7 +43,15 @@ export default TrackLayerConfig.defineConfig({
     // Conversion rule ids per canonical event: LINKEDIN_CONVERSION_RULES="purchase=123,qualified_lead=456".
     LinkedIn.destination({ id: "linkedin", startFrom: "beginning" }),
     // The CRM needs the crm purpose: contacts upserted by email with durable traits, behavioural events.
-    HubSpot.destination({ id: "hubspot", startFrom: "beginning" })
+    HubSpot.destination({
+      id: "hubspot",
+      // TrackLayer's lifecycle stages (signed_up, trialing, …) are not HubSpot's lifecyclestage options: keep them in
+      // a custom text property. Map to lifecyclestage only when the values are the account's stages.
+      settings: HubSpot.settingsFromEnv({
+        properties: { ...HubSpot.DEFAULT_PROPERTIES_ENCODED, lifecycle_stage: "tl_lifecycle_stage" }
+      }),
+      startFrom: "beginning"
+    })
   ],
   // Amplitude Cohort Webhooks post here (shared secret AMPLITUDE_COHORTS_SECRET in a custom header).
   sources: [AmplitudeCohorts.source({ id: "amplitude-cohorts" })],

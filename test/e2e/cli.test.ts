@@ -159,7 +159,7 @@ describe("tracklayer CLI", () => {
     const noConfig = await cli(["serve"])
     expect(noConfig.code).toBe(2)
     expect(noConfig.stderr).toContain("no config module found: create tracklayer.config.ts (or pass --config <file>)")
-  }, 60_000)
+  }, 180_000)
 })
 
 describe("tracklayer preview", () => {

@@ -119,6 +119,8 @@ describe("default config in sandbox mode: Amplitude, Meta, Google, LinkedIn, Hub
     // The purchase came from the server, but the person signed up on the web: it is a website conversion.
     expect(metaPurchase.action_source).toBe("website")
     expect(metaPurchase.event_source_url).toBe("https://app.example.com/signup")
+    // The user agent seen at sign-up (never another trait: the purchase carried user_properties like plan "pro").
+    expect(metaPurchase.user_data.client_user_agent).toBe("Mozilla/5.0 (X11; Linux x86_64)")
     expect(metaPurchase.event_time).toBe(Math.floor(Date.parse((events[3] as any).timestamp) / 1000))
     const googlePurchase = google.find((e) => e.transaction_id === "ord_1001")!.event
     expect(googlePurchase.userData.userIdentifiers).toContainEqual({ emailAddress: jane })

@@ -344,7 +344,7 @@ export const make = Effect.gen(function*() {
       for (const r of contextRows) {
         if (!mine.has(r.identifier) || typeof r.value !== "string") continue
         if (r.key === "$context.page_url") ctx.pageUrl = r.value
-        else ctx.userAgent = r.value
+        else if (r.key === "$context.user_agent") ctx.userAgent = r.value
       }
       return Object.keys(ctx).length > 0 ? ctx : undefined
     }

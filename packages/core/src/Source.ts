@@ -7,7 +7,8 @@
  */
 import type { SqlError } from "@effect/sql"
 import type { Config } from "effect"
-import { Context, Effect, Either, Layer, ParseResult, Schema } from "effect"
+import { Context, Effect, Either, Layer, ParseResult, Predicate, Schema } from "effect"
+import { checkValues } from "./Contract.js"
 import { EventStore } from "./EventStore.js"
 import { ConfigError, TrackLayerConfig } from "./TrackLayerConfig.js"
 
@@ -137,8 +138,13 @@ export const make = Effect.gen(function*() {
       const batches = yield* Either.try(() => s.plugin.receive(request, s.settings)).pipe(
         Either.flatMap((x) => x),
         Either.mapLeft((e) =>
-          e instanceof SourceRequestError
-            ? e
+          // By tag, not instanceof: a config module loaded through tsx may hold another copy of the class.
+          Predicate.isTagged(e, "SourceRequestError")
+            ? new SourceRequestError({
+              status: (e as SourceRequestError).status,
+              field: (e as SourceRequestError).field,
+              message: (e as SourceRequestError).message
+            })
             : new SourceRequestError({
               status: 400,
               field: "body",
@@ -146,12 +152,42 @@ export const make = Effect.gen(function*() {
             })
         )
       )
+      // The same rules as the event contract for what reaches the log (ids are identifiers there too).
+      const invalid = checkBatches(batches)
+      if (invalid !== undefined) return yield* invalid
       const members = batches.reduce((n, b) => n + b.members.length, 0)
       const stored = yield* store.appendAudience(batches, id)
       return { source: id, batches: batches.length, members, stored, duplicates: members - stored }
     })
   return Sources.of({ plugins: new Map([...resolved].map(([k, v]) => [k, v.plugin])), receive })
 })
+
+/**
+ * Checks what a source plugin parsed before it is stored: ids non-empty and at most 1024 characters (like
+ * `user_id` in events), names at most 1024, and no NUL or unpaired surrogate anywhere (PostgreSQL cannot store
+ * them). The field is named as the sender wrote it (`users[3].user_id`).
+ */
+export const checkBatches = (batches: ReadonlyArray<AudienceBatch>): SourceRequestError | undefined => {
+  const bad = (field: string, message: string) =>
+    new SourceRequestError({ status: 400, field, message: `${field}: ${message}` })
+  const check = (field: string, v: string, blankOk = false) => {
+    const p = checkValues(v)
+    if (p !== undefined) return bad(field, p.message)
+    if (!blankOk && v.trim() === "") return bad(field, "must not be empty or blank")
+    if (v.length > 1024) return bad(field, `is ${v.length} characters long; at most 1024 are accepted`)
+    return undefined
+  }
+  for (const b of batches) {
+    const e = check("message_id", b.messageId) ?? check("cohort_id", b.audience.key) ??
+      check("cohort_name", b.audience.name, true)
+    if (e !== undefined) return e
+    for (const [i, m] of b.members.entries()) {
+      const u = check(`users[${i}].user_id`, m.userId)
+      if (u !== undefined) return u
+    }
+  }
+  return undefined
+}
 
 /** The sources of the config (needs the event store). */
 export const layer = Layer.effect(Sources, make)

@@ -223,9 +223,17 @@ export const canonicalJson = (u: unknown): string => {
   return JSON.stringify(u) ?? "null"
 }
 
-/** The dedup id of an identify-style message without `message_id`: SHA-256 of canonical body, newline, cohort id. */
-export const digestMessageId = (body: unknown, cohortId: string): string =>
-  `sha256:${sha256(`${canonicalJson(body)}\n${cohortId}`).toString("hex")}`
+/** How long an identical identify-style message without `message_id` counts as a retry (Amplitude retries for ~4 min). */
+export const RETRY_WINDOW_MS = 10 * 60 * 1000
+
+/**
+ * The dedup id of an identify-style message without `message_id`: SHA-256 of canonical body, newline, cohort id,
+ * then the retry window it arrived in (`:<window>`). A retry of the same message within the window is stored once;
+ * the same body in a later window (a member who left and entered again) is a new message. A retry that crosses a
+ * window boundary is stored twice, which is harmless: delivery sends only what changes membership.
+ */
+export const digestMessageId = (body: unknown, cohortId: string, now: number): string =>
+  `sha256:${sha256(`${canonicalJson(body)}\n${cohortId}`).toString("hex")}:${Math.floor(now / RETRY_WINDOW_MS)}`
 
 /** The cohort a user-property key names, or undefined when it is not a cohort trait. */
 export const cohortOfTrait = (key: string): { readonly id: string; readonly name: string } | undefined => {
@@ -389,7 +397,7 @@ export const fromTraits = (
     const several = cohorts.size > 1
     return [...cohorts].map(([id, { members, name }]): AudienceBatch => ({
       // One message can name several cohorts; each batch needs its own dedup id.
-      messageId: messageId === undefined ? digestMessageId(body, id) : several ? `${messageId}::${id}` : messageId,
+      messageId: messageId === undefined ? digestMessageId(body, id, now) : several ? `${messageId}::${id}` : messageId,
       audience: { key: id, name },
       at: now,
       members: [...members].map(([userId, { member }]) => ({ userId, member }))

@@ -8,6 +8,8 @@ import { AmplitudeCohorts } from "../src/index.js"
 import { DOC_WEBHOOK, request, settings, SHARED, T0 } from "./fixtures.js"
 
 const S = settings()
+/** The retry window T0 falls in: 1777017600000 / 600000 = 2961696. */
+const WINDOW = 2961696
 
 const ok = (
   body: unknown,
@@ -262,7 +264,7 @@ describe("identify-style cohort traits", () => {
       "{\"user_id\":\"usr_8421\",\"user_properties\":{\"[Amplitude] Churn risk: 7khm89cz\":true}}"
     )
     assert.deepStrictEqual(ok(body), [{
-      messageId: "sha256:891a8fd5c298eb288c09e71ef133f588aab22fc3669969da5ff8a1534528d287",
+      messageId: `sha256:891a8fd5c298eb288c09e71ef133f588aab22fc3669969da5ff8a1534528d287:${WINDOW}`,
       audience: { key: "7khm89cz", name: "Churn risk" },
       at: T0,
       members: [{ userId: "usr_8421", member: true }]
@@ -274,12 +276,21 @@ describe("identify-style cohort traits", () => {
       "{ \"user_properties\": { \"[Amplitude] Churn risk: 7khm89cz\": true },\n  \"user_id\": \"usr_8421\" }"
     assert.strictEqual(
       ok(retry)[0]!.messageId,
-      "sha256:891a8fd5c298eb288c09e71ef133f588aab22fc3669969da5ff8a1534528d287"
+      `sha256:891a8fd5c298eb288c09e71ef133f588aab22fc3669969da5ff8a1534528d287:${WINDOW}`
     )
     // A different value is a different message.
     assert.notStrictEqual(
       ok({ user_id: "usr_8421", user_properties: { [COLON]: false } })[0]!.messageId,
-      "sha256:891a8fd5c298eb288c09e71ef133f588aab22fc3669969da5ff8a1534528d287"
+      `sha256:891a8fd5c298eb288c09e71ef133f588aab22fc3669969da5ff8a1534528d287:${WINDOW}`
+    )
+  })
+
+  it("the same body in a later retry window is a new message (a member who left and entered again)", () => {
+    const body = { user_id: "usr_8421", user_properties: { [COLON]: true } }
+    const later = AmplitudeCohorts.receiveAt(request(body), S, T0 + AmplitudeCohorts.RETRY_WINDOW_MS)
+    assert.deepStrictEqual(
+      later._tag === "Right" ? later.right[0]!.messageId : later,
+      `sha256:891a8fd5c298eb288c09e71ef133f588aab22fc3669969da5ff8a1534528d287:${WINDOW + 1}`
     )
   })
 
@@ -302,7 +313,7 @@ describe("identify-style cohort traits", () => {
         { userId: "usr_4", member: false }
       ]
     }])
-    assert.match(batches[0]!.messageId, /^sha256:[0-9a-f]{64}$/)
+    assert.match(batches[0]!.messageId, /^sha256:[0-9a-f]{64}:\d+$/)
   })
 
   it("Amplitude's documented { batch: [{ type: identify, traits, userId, context }] } with a message_id", () => {

@@ -305,7 +305,7 @@ describe("AmplitudeCohortsSandbox.sender", () => {
       // No message_id: both postings get the same digest, so the second is a duplicate.
       const ids = r.received.map((x) => x.results)
       assert.strictEqual(ids.length, 2)
-      assert.match(ids[0]![0]![0], /^sha256:[0-9a-f]{64}$/)
+      assert.match(ids[0]![0]![0], /^sha256:[0-9a-f]{64}:\d+$/)
       assert.deepStrictEqual(ids[1], [[ids[0]![0]![0], "duplicate"]])
       assert.deepStrictEqual([...r.stored.values()][0]!.members, [{ userId: "usr_1", member: false }])
     })))

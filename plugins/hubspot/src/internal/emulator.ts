@@ -126,6 +126,7 @@ export const defaultConfig: EmulatorConfig = {
     { name: "country", type: "string" },
     { name: "lifecyclestage", type: "enumeration", options: LIFECYCLE_STAGES },
     { name: "tl_plan", type: "string" },
+    { name: "tl_lifecycle_stage", type: "string" },
     { name: "tl_workspace_size", type: "number" },
     { name: "tl_acquisition_channel", type: "string" },
     { name: "tl_last_paid_at", type: "date" },
