@@ -3,6 +3,7 @@
  * Every error is JSON `{ "error": { "code", "message" } }` with the status that says what to do about it.
  */
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { NodeHttpServerRequest } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import {
   Contract,
@@ -16,8 +17,10 @@ import {
   Source,
   TrackLayerConfig
 } from "@tracklayer/core"
-import { Chunk, Data, Effect, Option, Stream } from "effect"
-import { bearer, Keys, matches } from "./Keys.js"
+import { Data, Effect, Option } from "effect"
+import * as Explorer from "./Explorer.js"
+import * as ExplorerApi from "./ExplorerApi.js"
+import { bearer, keyName, Keys } from "./Keys.js"
 
 /** A request the gateway refuses, with its HTTP status. */
 export class HttpFailure extends Data.TaggedError("HttpFailure")<{
@@ -48,13 +51,63 @@ const authorize = (kind: "write" | "admin") =>
     if (Option.isNone(token)) {
       return yield* failure(401, "unauthorized", "missing `Authorization: Bearer <key>` header")
     }
-    const ok = kind === "write"
-      ? matches(token.value, keys.write) || matches(token.value, [keys.admin])
-      : matches(token.value, [keys.admin])
-    if (!ok) return yield* failure(401, "unauthorized", `unknown ${kind} key`)
+    // Write endpoints take a write key or the admin key; admin endpoints only the admin key.
+    const name = keyName(token.value, keys, kind)
+    if (Option.isNone(name)) return yield* failure(401, "unauthorized", `unknown ${kind} key`)
+    const retryAfter = yield* keys.spend(name.value)
+    if (retryAfter !== undefined) {
+      const { burst, perSecond } = keys.rateLimit
+      return yield* failure(
+        429,
+        "rate_limited",
+        `this key made more than ${perSecond} requests per second (bursts of ${burst}); retry after ${retryAfter} s`,
+        { "retry-after": String(retryAfter) }
+      )
+    }
   })
 
-/** Reads the body up to `limit` bytes; a longer one is a 413 without reading the rest. */
+/**
+ * The request's body bytes, or `undefined` once more than `limit` arrived: reading then stops, but the socket stays
+ * open so the 413 still reaches the client (ending `req.stream` early would destroy it, and the client would see a
+ * reset instead). A connection closed mid-body (e.g. by the request timeout) is a 400.
+ */
+const bodyWithin = (req: HttpServerRequest.HttpServerRequest, limit: number) =>
+  Effect.async<Buffer | undefined, HttpFailure>((resume) => {
+    const source = NodeHttpServerRequest.toIncomingMessage(req)
+    const chunks: Array<Buffer> = []
+    let total = 0
+    const stop = () => {
+      source.off("data", onData)
+      source.off("end", onEnd)
+      source.off("error", onClose)
+      source.off("close", onClose)
+    }
+    const onData = (chunk: Buffer) => {
+      total += chunk.length
+      if (total <= limit) return void chunks.push(chunk)
+      stop()
+      source.pause()
+      resume(Effect.succeed(undefined))
+    }
+    const onEnd = () => {
+      stop()
+      resume(Effect.succeed(Buffer.concat(chunks)))
+    }
+    const onClose = () => {
+      stop()
+      resume(Effect.fail(failure(400, "bad_request", "could not read the request body")))
+    }
+    source.on("data", onData)
+    source.once("end", onEnd)
+    source.once("error", onClose)
+    source.once("close", onClose)
+    return Effect.sync(stop)
+  })
+
+/**
+ * Reads the body up to `limit` bytes; a longer one is a 413 without reading the rest. The 413 closes the connection
+ * (the rest of the body is never read, so the connection cannot serve another request).
+ */
 const readBody = (limit: number, label = "1 MiB") =>
   Effect.gen(function*() {
     const req = yield* HttpServerRequest.HttpServerRequest
@@ -63,26 +116,46 @@ const readBody = (limit: number, label = "1 MiB") =>
       return yield* failure(
         413,
         "payload_too_large",
-        `request body is ${declared} bytes; the limit is ${limit} bytes (${label})`
+        `request body is ${declared} bytes; the limit is ${limit} bytes (${label})`,
+        { connection: "close" }
       )
     }
-    const chunks = yield* req.stream.pipe(
-      Stream.mapError(() => failure(400, "bad_request", "could not read the request body")),
-      Stream.mapAccumEffect(0, (total, chunk: Uint8Array) =>
-        total + chunk.length > limit
-          ? Effect.fail(
-            failure(413, "payload_too_large", `request body exceeds the limit of ${limit} bytes (${label})`)
-          )
-          : Effect.succeed([total + chunk.length, chunk] as const)),
-      Stream.runCollect
-    )
-    const all = Buffer.concat(Chunk.toReadonlyArray(chunks))
+    const all = yield* bodyWithin(req, limit)
+    if (all === undefined) {
+      return yield* failure(413, "payload_too_large", `request body exceeds the limit of ${limit} bytes (${label})`, {
+        connection: "close"
+      })
+    }
     try {
       return new TextDecoder("utf-8", { fatal: true }).decode(all)
     } catch {
       return yield* failure(400, "bad_request", "request body is not valid UTF-8")
     }
   })
+
+/**
+ * The first number of parsed JSON beyond the range of a double, as `<path>: <problem>`: `JSON.parse` reads 1e400 as
+ * Infinity, which would be stored as null. Iterative, so any depth is safe.
+ */
+const outOfRange = (root: unknown): string | undefined => {
+  const at = (path: string, key: string | number) =>
+    typeof key === "number"
+      ? `${path}[${key}]`
+      : /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(key)
+      ? (path === "" ? key : `${path}.${key}`)
+      : `${path}[${JSON.stringify(key)}]`
+  const stack: Array<[unknown, string]> = [[root, ""]]
+  while (stack.length > 0) {
+    const [value, path] = stack.pop()!
+    if (typeof value === "number" && !Number.isFinite(value)) {
+      return `${path || "body"}: a number beyond the range of a double (±1.8e308)`
+    }
+    if (typeof value === "object" && value !== null) {
+      for (const [k, v] of Array.isArray(value) ? value.entries() : Object.entries(value)) stack.push([v, at(path, k)])
+    }
+  }
+  return undefined
+}
 
 /** Reads and checks a `{ "<field>": [...] }` envelope, with the same limits as ingest. */
 const readEnvelope = (field: "events" | "updates", max: number) =>
@@ -94,6 +167,9 @@ const readEnvelope = (field: "events" | "updates", max: number) =>
     } catch (e) {
       return yield* failure(400, "malformed_json", `request body is not valid JSON: ${(e as Error).message}`)
     }
+    // (NUL and lone surrogates are refused per item by the contract.)
+    const huge = outOfRange(body)
+    if (huge !== undefined) return yield* failure(400, "bad_request", huge)
     if (typeof body !== "object" || body === null || Array.isArray(body)) {
       return yield* failure(400, "bad_request", `request body must be a JSON object \`{ "${field}": [...] }\``)
     }
@@ -271,7 +347,7 @@ const sourceHandler = Effect.gen(function*() {
           failure(
             e.status,
             e.status === 401 ? "unauthorized" : e.status === 413 ? "payload_too_large" : "bad_request",
-            `${e.field}: ${e.message}`
+            e.message.startsWith(e.field) ? e.message : `${e.field}: ${e.message}`
           )
         )
     ),
@@ -400,6 +476,28 @@ const destinationsHandler = Effect.gen(function*() {
   return yield* HttpServerResponse.json({ destinations: yield* delivery.health })
 })
 
+/** The delivery-log explorer (docs/explorer.md): its JSON under `/v1/explorer`, its pages under `/ui`. */
+const explorerRouter = HttpRouter.empty.pipe(
+  HttpRouter.get("/v1/explorer/events", ExplorerApi.eventsHandler),
+  HttpRouter.get("/v1/explorer/events/:id", ExplorerApi.eventHandler),
+  HttpRouter.get("/v1/explorer/reconciliation", ExplorerApi.reconciliationHandler),
+  HttpRouter.get("/v1/explorer/reconciliation.csv", ExplorerApi.reconciliationCsvHandler),
+  HttpRouter.get("/v1/explorer/dead-letters", ExplorerApi.deadLettersHandler),
+  HttpRouter.get("/v1/explorer/health", ExplorerApi.healthHandler),
+  HttpRouter.get("/ui", Explorer.indexHandler),
+  HttpRouter.post("/ui/login", Explorer.loginHandler),
+  HttpRouter.post("/ui/logout", Explorer.logoutHandler),
+  HttpRouter.get("/ui/events", Explorer.searchPageHandler),
+  HttpRouter.get("/ui/events/:id", Explorer.eventPageHandler),
+  HttpRouter.get("/ui/reconciliation", Explorer.reconciliationPageHandler),
+  HttpRouter.get("/ui/dead-letters", Explorer.deadLettersPageHandler),
+  HttpRouter.get("/ui/health", Explorer.healthPageHandler),
+  HttpRouter.get("/ui/assets/explorer.js", Explorer.scriptHandler),
+  HttpRouter.get("/ui/assets/explorer.css", Explorer.styleHandler),
+  // The same redrive handler, for a signed-in browser (session cookie + CSRF header instead of the bearer key).
+  HttpRouter.post("/ui/destinations/:id/redrive", Explorer.forSession(redriveHandler))
+)
+
 /** The router. */
 export const router = HttpRouter.empty.pipe(
   HttpRouter.post("/v1/events", ingestHandler),
@@ -415,7 +513,8 @@ export const router = HttpRouter.empty.pipe(
   HttpRouter.get("/v1/replays", replaysHandler),
   HttpRouter.get("/v1/replays/:id", replayHandler),
   HttpRouter.post("/v1/replays/:id/pause", pauseReplayHandler),
-  HttpRouter.post("/v1/destinations/:id/redrive", redriveHandler)
+  HttpRouter.post("/v1/destinations/:id/redrive", redriveHandler),
+  HttpRouter.concat(explorerRouter)
 )
 
 /** The HTTP app: typed failures become JSON errors; unknown routes a JSON 404. */
