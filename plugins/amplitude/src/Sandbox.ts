@@ -9,8 +9,9 @@
  * - `GET /__sandbox/user-properties?user_id=…` (or `device_id=…`) the properties the identifies left
  * - `GET /__sandbox/deletions` every User Privacy API deletion request (`POST /api/2/deletions/users`) received
  * - `GET /__sandbox/stats` requests, statuses, events accepted/stored, duplicates, rejections by reason (HTTP API)
- * - `POST /__sandbox/faults` `{ target?, status, count, retryAfter?, ingest? }` | `{ down }` | `{ delayMs }`;
- *   `DELETE /__sandbox/faults` clears them
+ * - `POST /__sandbox/faults` `{ target?, status, count, retryAfter?, ingest? }` | `{ target?, reset: true, count,
+ *   ingest? }` (connection destroyed unanswered) | `{ target?, timeout: true, count, ingest? }` (never answered) |
+ *   `{ down }` | `{ delayMs }`; `DELETE /__sandbox/faults` clears them
  * - `POST /__sandbox/config` `{ throttle?, epsThreshold?, throttleWindowMs?, maxBodyBytes?, apiKeys?, secretKeys?,
  *   deletionRateLimit?, maxIdentificationsPerRequest?, propertyUpdatesPerHour? }`
  */
@@ -262,6 +263,10 @@ export const start = (options: SandboxOptions = {}): Effect.Effect<Sandbox, neve
         })
         const write = () => {
           if (res.destroyed) return
+          // Connection faults: a reset destroys the socket unanswered; a timeout leaves it open until the client
+          // gives up (or the sandbox stops).
+          if (reply.connection === "reset") return void req.socket.destroy()
+          if (reply.connection === "timeout") return
           res.writeHead(reply.status, reply.headers)
           res.end(reply.body)
         }

@@ -64,6 +64,13 @@ export interface Faults {
   readonly target?: "ingest" | "identify"
   /** The next `count` ingestion requests answer this status. */
   readonly status?: number
+  /**
+   * Instead of a status, the next `count` requests lose their connection: the socket is destroyed without an answer
+   * (a connection reset as the client sees it).
+   */
+  readonly reset?: boolean
+  /** Instead of a status, the next `count` requests are never answered (the client's timeout has to give up). */
+  readonly timeout?: boolean
   readonly count?: number
   /** Let this many ingestion requests through before the fault starts (to fail a follow-up request). */
   readonly skip?: number
@@ -71,7 +78,10 @@ export interface Faults {
   readonly retryAfter?: number | string
   /** Answer this JSON body instead of the default one for `status` (to replay documented answers). */
   readonly body?: unknown
-  /** Process the request normally (store its events) and still answer the fault: "500 may have ingested". */
+  /**
+   * Process the request normally (store its events) and still answer the fault: "500 may have ingested"; with
+   * `reset` or `timeout`, the events are stored and the answer is lost.
+   */
   readonly ingest?: boolean
   /** While true every ingestion and identify request gets 503 and nothing is stored. */
   readonly down?: boolean
@@ -133,6 +143,8 @@ export interface Reply {
   readonly status: number
   readonly headers: Readonly<Record<string, string>>
   readonly body: string
+  /** Set by a connection fault: the transport destroys the socket (`reset`) or never answers (`timeout`). */
+  readonly connection?: "reset" | "timeout"
 }
 
 const BLOCKED = new Set([
@@ -431,6 +443,7 @@ const checkIdentification = (
 
 interface PendingFault {
   status: number
+  connection?: "reset" | "timeout"
   remaining: number
   skip: number
   retryAfter?: number | string
@@ -513,7 +526,8 @@ export class Emulator {
     if (path === "/2/httpapi") {
       if (req.method !== "POST") return { reply: json(405, { code: 405, error: "Method Not Allowed" }), delayMs: 0 }
       const reply = this.ingest(req)
-      this.stats.responses[String(reply.status)] = (this.stats.responses[String(reply.status)] ?? 0) + 1
+      const answer = reply.connection ?? String(reply.status)
+      this.stats.responses[answer] = (this.stats.responses[answer] ?? 0) + 1
       return { reply, delayMs: this.delayMs }
     }
     if (path === "/identify") {
@@ -787,12 +801,18 @@ export class Emulator {
     if (f.target !== undefined && f.target !== "ingest" && f.target !== "identify") {
       return json(400, { error: "target must be \"ingest\" or \"identify\"" })
     }
-    if (f.status !== undefined) {
-      if (typeof f.status !== "number" || f.status < 400 || f.status > 599) {
+    const connection = f.reset === true ? "reset" : f.timeout === true ? "timeout" : undefined
+    if ([f.status !== undefined, f.reset === true, f.timeout === true].filter(Boolean).length > 1) {
+      return json(400, { error: "status, reset and timeout are exclusive: give one of them" })
+    }
+    if (f.status !== undefined || connection !== undefined) {
+      if (connection === undefined && (typeof f.status !== "number" || f.status < 400 || f.status > 599)) {
         return json(400, { error: "status must be an HTTP error status (4xx or 5xx)" })
       }
       const fault: PendingFault = {
-        status: f.status,
+        // A connection fault has no status of its own; 0 never reaches the wire.
+        status: connection === undefined ? f.status! : 0,
+        ...(connection !== undefined ? { connection } : {}),
         remaining: typeof f.count === "number" && f.count > 0 ? Math.floor(f.count) : 1,
         skip: typeof f.skip === "number" && f.skip > 0 ? Math.floor(f.skip) : 0,
         ...(f.retryAfter !== undefined ? { retryAfter: f.retryAfter } : {}),
@@ -858,7 +878,7 @@ export class Emulator {
     }
     const fault = this.takeFault("ingest")
     if (fault !== undefined && !fault.ingest) {
-      this.reject(`fault ${fault.status}`, events.length)
+      this.reject(`fault ${fault.connection ?? fault.status}`, events.length)
       return this.faultReply(fault, events)
     }
     const reply = this.process(req, parsed, events)
@@ -885,10 +905,16 @@ export class Emulator {
   }
 
   private faultReply(
-    fault: { readonly status: number; readonly retryAfter?: number | string; readonly body?: unknown },
+    fault: {
+      readonly status: number
+      readonly connection?: "reset" | "timeout"
+      readonly retryAfter?: number | string
+      readonly body?: unknown
+    },
     events: ReadonlyArray<unknown>,
     countStats = true
   ): Reply {
+    if (fault.connection !== undefined) return { status: 0, headers: {}, body: "", connection: fault.connection }
     const headers = this.retryAfterHeader(fault.retryAfter)
     if (fault.body !== undefined) return json(fault.status, fault.body, headers)
     switch (fault.status) {
