@@ -245,7 +245,7 @@ describe("cohort exchange on a real store", () => {
        AND body->'properties'->>'audience_key' = $1`,
       POWER.id
     )
-    expect(event!.event_id).toMatch(/^sha256:[0-9a-f]{64}:u_00009$/)
+    expect(event!.event_id).toMatch(/^sha256:[0-9a-f]{64}:\d+:u_00009$/)
     const z = await h.explain(event!.event_id)
     expect(z.status).toBe(200)
     expect(z.json.destinations.map((d: any) => d.destination)).toEqual(["google-ads", "meta"])

@@ -853,13 +853,19 @@ export const health = Effect.fn("Explorer.health")(function*() {
   const now = Date.now()
   return yield* Effect.forEach(live, (h) =>
     Effect.gen(function*() {
-      const [backlog] = yield* sql<{ n: number; oldest: Date | null }>`
-        SELECT count(*)::int AS n, min(l.received_at) AS oldest FROM tl_log l, tl_subscriptions s
-        WHERE s.destination = ${h.destination} AND l.kind = 'track'
-          AND (l.tx, l.position) > (s.cursor_tx, s.cursor_pos)`
-      const [queue] = yield* sql<{ n: number; oldest: Date | null }>`
-        SELECT count(*)::int AS n, min(l.received_at) AS oldest FROM tl_retry_queue q
-        JOIN tl_log l ON l.position = q.position WHERE q.destination = ${h.destination}`
+      // One statement, so one snapshot: delivery moving events from the log into the retry queue between two
+      // statements would otherwise count them twice.
+      const [counts] = yield* sql<
+        { backlog: number; backlog_oldest: Date | null; queue: number; queue_oldest: Date | null }
+      >`
+        SELECT b.n AS backlog, b.oldest AS backlog_oldest, q.n AS queue, q.oldest AS queue_oldest
+        FROM (SELECT count(*)::int AS n, min(l.received_at) AS oldest FROM tl_log l, tl_subscriptions s
+              WHERE s.destination = ${h.destination} AND l.kind = 'track'
+                AND (l.tx, l.position) > (s.cursor_tx, s.cursor_pos)) b,
+             (SELECT count(*)::int AS n, min(l.received_at) AS oldest FROM tl_retry_queue q
+              JOIN tl_log l ON l.position = q.position WHERE q.destination = ${h.destination}) q`
+      const backlog = counts === undefined ? undefined : { n: counts.backlog, oldest: counts.backlog_oldest }
+      const queue = counts === undefined ? undefined : { n: counts.queue, oldest: counts.queue_oldest }
       const [dead] = yield* sql<{ n: number }>`
         SELECT count(*)::int AS n FROM tl_delivery_records r
         WHERE r.destination = ${h.destination} AND r.outcome = 'dead_letter'
