@@ -74,15 +74,15 @@ const storedAt = async (sandbox: AmplitudeSandbox.Sandbox, ids: ReadonlyArray<st
 describe("destination faults", () => {
   const connectionCases = [
     {
-      scenario: "a request that outlives delivery.requestTimeout (1 s) is abandoned and retried",
+      scenario: "a request that outlives delivery.requestTimeout (3 s) is abandoned and retried",
       faults: { timeout: true, count: 1 },
-      firstReason: "timed out after 1s",
+      firstReason: "timed out after 3s",
       resendsAbsorbed: 0
     },
     {
       scenario: "a timeout after the destination stored the events: the resend is absorbed by insert_id",
       faults: { timeout: true, count: 1, ingest: true },
-      firstReason: "timed out after 1s",
+      firstReason: "timed out after 3s",
       resendsAbsorbed: 3
     },
     {
@@ -212,6 +212,14 @@ describe("destination faults", () => {
           d.destination === "amplitude"
         )
           .dropped as number
+      // Earlier tests' events have settled, so the backlog below is this test's alone.
+      const settled = async () => {
+        const h = ((await adminGet(gw.url, "/v1/explorer/health")).destinations as Array<any>).find((d) =>
+          d.destination === "amplitude"
+        )
+        return h.backlog + h.retry_queue === 0
+      }
+      expect(await waitFor(settled, 30_000, 100)).toBe(true)
       const droppedBefore = await droppedOf()
       await client(env.a.client.setFaults({ down: true, retryAfter: 1 }))
       const rssStart = rssMiB(pid)

@@ -23,6 +23,6 @@ export default TrackLayerConfig.defineConfig({
     pollInterval: "50 millis",
     initialBackoff: "200 millis",
     maxBackoff: "2 seconds",
-    requestTimeout: "1 second"
+    requestTimeout: "3 seconds"
   }
 })

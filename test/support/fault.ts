@@ -16,7 +16,7 @@ export const WRITE = "tl_fault_write_key_000001"
 export const ADMIN = "tl_fault_admin_key_000001"
 /** Production `serve` refuses to start without a master key (personal data is encrypted at rest). */
 export const MASTER = "Q1bd3XyRVEv9Jc4zYjXgrbF1mVqTy4P8sMZ2m9Dp7aE="
-/** The config of the fault tests' gateways (two Amplitude destinations, 1 s request timeout). */
+/** The config of the fault tests' gateways (two Amplitude destinations, 3 s request timeout). */
 export const CONFIG_ARGS = ["--config", "test/support/fault.config.ts"]
 
 export const client = <A>(eff: Effect.Effect<A, never, HttpClient.HttpClient>) =>

@@ -463,6 +463,23 @@ const countReasons = (records: ReadonlyArray<{ outcome: string; reason: string |
   return out
 }
 
+/**
+ * What lets a destination's steps stop gracefully: each step (live or replay) holds one of two permits while it
+ * reads, sends and records; `stop` keeps new steps from starting and waits for those in flight.
+ */
+class Gate {
+  stopping = false
+  constructor(readonly semaphore: Effect.Semaphore) {}
+  /** Runs `step` unless stopping (then waits to be interrupted). */
+  run<A, E, R>(step: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
+    return Effect.suspend(() => (this.stopping ? Effect.never : this.semaphore.withPermits(1)(step)))
+  }
+  readonly stop = Effect.suspend(() => {
+    this.stopping = true
+    return this.semaphore.take(2)
+  })
+}
+
 /** The lease name of a destination's delivery (Lease.ts). */
 export const leaseOf = (id: string) => `delivery:${id}`
 
@@ -470,7 +487,8 @@ export const leaseOf = (id: string) => `delivery:${id}`
 const runSubscription = (
   d: ResolvedDestination,
   config: ResolvedConfig,
-  stateRef: Ref.Ref<State>
+  stateRef: Ref.Ref<State>,
+  gate: Gate
 ) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
@@ -1236,7 +1254,7 @@ const runSubscription = (
 
     // Replays run beside live delivery: a short pause between pages keeps the live path (and ingest, on the one
     // PGlite connection) from waiting behind a long history.
-    const replayLoop = replayStep.pipe(
+    const replayLoop = gate.run(replayStep).pipe(
       Effect.catchAllCause((cause) =>
         Effect.logError(`destination ${id}: replay step failed; retrying`, cause).pipe(
           Effect.zipRight(Effect.sleep(Duration.seconds(1))),
@@ -1247,7 +1265,7 @@ const runSubscription = (
       Effect.forever
     )
 
-    const loop = step.pipe(
+    const loop = gate.run(step).pipe(
       Effect.catchAllCause((cause) =>
         Effect.logError(`destination ${id}: delivery step failed; retrying`, cause).pipe(
           Effect.annotateLogs({ destination: id }),
@@ -1267,10 +1285,14 @@ export const make = Effect.gen(function*() {
   const config = yield* TrackLayerConfig
   const resolved = yield* resolveDestinations(config)
   const states = new Map<string, Ref.Ref<State>>()
+  // Each step (live or replay) holds a permit of its destination's gate while it reads, sends and records.
+  const gates: Array<Gate> = []
   for (const d of resolved) {
     const ref = yield* Ref.make(initialState)
     states.set(d.instance.id, ref)
-    yield* runSubscription(d, config, ref).pipe(
+    const gate = new Gate(yield* Effect.makeSemaphore(2))
+    gates.push(gate)
+    yield* runSubscription(d, config, ref, gate).pipe(
       Effect.tapErrorCause((cause) =>
         Effect.logError(`destination ${d.instance.id}: subscription failed to start; retrying in 1 s`, cause)
       ),
@@ -1278,6 +1300,18 @@ export const make = Effect.gen(function*() {
       Effect.forkScoped
     )
   }
+  // Graceful stop: added after the forks, so it runs before they are interrupted. Taking every permit waits for the
+  // steps in flight to finish — their batches sent and recorded, so nothing is resent after a restart — and keeps
+  // new ones from starting. Bounded: a step stuck longer than a request timeout (plus slack) is interrupted.
+  yield* Effect.addFinalizer(() =>
+    Effect.forEach(gates, (g) => g.stop, { concurrency: "unbounded", discard: true }).pipe(
+      // Finalizers are uninterruptible; the wait must not be, or the timeout could not end it.
+      Effect.interruptible,
+      Effect.timeout(Duration.sum(config.delivery.requestTimeout, Duration.seconds(5))),
+      Effect.ignore
+    )
+  )
+
   const leases = yield* Leases
   const health = Effect.flatMap(
     leases.list.pipe(Effect.orElseSucceed((): ReadonlyArray<{ name: string; owner: string }> => [])),

@@ -21,7 +21,8 @@ import {
   Vault
 } from "@tracklayer/core"
 import { Config, ConfigError, Duration, Effect, Either, Layer } from "effect"
-import { createServer } from "node:http"
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import { Server as NetServer, type Socket } from "node:net"
 import * as Gateway from "./Gateway.js"
 import type { Keys } from "./Keys.js"
 
@@ -48,21 +49,74 @@ export const RequestTimeoutConfig: Config.Config<Duration.Duration> = Config.dur
     )
   )
 
-/** The Node HTTP server on `listen`, with the request timeout enforced. */
-const httpServer = (listen: Listen, requestTimeout: Duration.DurationInput | undefined) =>
-  Layer.unwrapEffect(Effect.map(
-    requestTimeout !== undefined ? Effect.succeed(Duration.decode(requestTimeout)) : RequestTimeoutConfig,
-    (timeout) => {
-      const ms = Math.max(1, Math.round(Duration.toMillis(timeout)))
-      return NodeHttpServer.layer(() =>
-        createServer({
-          requestTimeout: ms,
-          headersTimeout: Math.min(ms, 60_000),
-          // Node checks these timeouts only every `connectionsCheckingInterval` (default 30 s).
-          connectionsCheckingInterval: Math.min(1000, ms)
-        }), listen)
-    }
+/** How long a graceful stop waits for the requests in flight to be answered before closing their connections. */
+export const SHUTDOWN_GRACE = Duration.seconds(20)
+const FRESH_WAIT_MS = 2000
+/** Resumes in the check phase, i.e. after the event loop's next poll phase. */
+const afterPoll = Effect.async<void>((resume) => {
+  setImmediate(() => resume(Effect.void))
+})
+
+/**
+ * The Node HTTP server on `listen` (request timeout enforced), and `drain`: a layer whose release stops accepting
+ * connections (new ones are refused at once), closes idle keep-alive connections, and waits — at most
+ * `SHUTDOWN_GRACE` — until every request in flight has been answered. It is released before the pipeline, so those
+ * answers still reach the store (docs/operations.md, "Stopping").
+ */
+const httpServer = (listen: Listen, timeout: Duration.Duration) => {
+  const ms = Math.max(1, Math.round(Duration.toMillis(timeout)))
+  const server = createServer({
+    requestTimeout: ms,
+    headersTimeout: Math.min(ms, 60_000),
+    // Node checks these timeouts only every `connectionsCheckingInterval` (default 30 s).
+    connectionsCheckingInterval: Math.min(1000, ms)
+  })
+  // Requests being answered, and connections accepted whose first request has not arrived (or not been parsed).
+  const active = new Set<ServerResponse>()
+  const fresh = new Set<Socket>()
+  let draining = false
+  server.on("connection", (socket: Socket) => {
+    fresh.add(socket)
+    socket.once("close", () => fresh.delete(socket))
+  })
+  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    fresh.delete(req.socket)
+    active.add(res)
+    // Answered while stopping: the connection is not kept alive for another request.
+    if (draining) res.shouldKeepAlive = false
+    res.once("close", () => active.delete(res))
+  })
+  const drain = Layer.scopedDiscard(Effect.addFinalizer(() =>
+    Effect.gen(function*() {
+      draining = true
+      for (const res of active) if (!res.headersSent) res.shouldKeepAlive = false
+      // A moment first: connections the kernel already accepted are taken in, not reset with the listener.
+      yield* Effect.sleep(Duration.millis(50))
+      // …and past the event loop's poll phase (where they are accepted) even if the loop was busy meanwhile.
+      yield* afterPoll
+      yield* afterPoll
+      // Stop listening, but leave open connections alone (http's close() would drop those whose request has
+      // arrived but is not parsed yet, e.g. while the event loop was busy): their requests are answered too.
+      if (server.listening) NetServer.prototype.close.call(server)
+      const closedAt = Date.now()
+      // Done when nothing is being answered and no new connection still owes its first request (a connection
+      // that sends nothing for FRESH_WAIT is not waited for).
+      while (active.size > 0 || (fresh.size > 0 && Date.now() - closedAt < FRESH_WAIT_MS)) {
+        yield* Effect.sleep(Duration.millis(25))
+      }
+    }).pipe(
+      // Finalizers are uninterruptible; the wait must not be, or the timeout could not end it.
+      Effect.interruptible,
+      Effect.timeout(SHUTDOWN_GRACE),
+      Effect.ignore,
+      Effect.zipRight(Effect.sync(() => {
+        server.closeAllConnections()
+        server.close()
+      }))
+    )
   ))
+  return { http: NodeHttpServer.layer(() => server, listen), drain }
+}
 
 /** The pipeline without HTTP: store, ingest, delivery and explain on the given store layer. */
 export const pipeline = <E, R>(
@@ -117,9 +171,19 @@ export const layer = <E, R>(options: {
       if (options.onListening) yield* options.onListening(url, store)
     })
   )
-  return Layer.mergeAll(Gateway.layer, announce).pipe(
-    Layer.provide(pipe),
-    Layer.provide(options.keys),
-    Layer.provide(httpServer(options.listen, options.requestTimeout))
-  )
+  const timeout = options.requestTimeout !== undefined
+    ? Effect.succeed(Duration.decode(options.requestTimeout))
+    : RequestTimeoutConfig
+  // Built in order: HTTP server (listening), keys, pipeline, routes, drain. Released in reverse, so a stop drains
+  // HTTP first, then stops background work (batches in flight finish and are recorded, leases released), then the
+  // store closes.
+  return Layer.unwrapEffect(Effect.map(timeout, (t) => {
+    const { drain, http } = httpServer(options.listen, t)
+    return drain.pipe(
+      Layer.provideMerge(Layer.mergeAll(Gateway.layer, announce)),
+      Layer.provide(pipe),
+      Layer.provide(options.keys),
+      Layer.provide(http)
+    )
+  }))
 }
