@@ -517,6 +517,10 @@ export const router = HttpRouter.empty.pipe(
   HttpRouter.concat(explorerRouter)
 )
 
+/** A store error raised as a defect (see `app`). */
+const isSqlError = (u: unknown): boolean =>
+  typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "SqlError"
+
 /** The HTTP app: typed failures become JSON errors; unknown routes a JSON 404. */
 export const app = router.pipe(
   Effect.catchAll((e) => {
@@ -527,9 +531,14 @@ export const app = router.pipe(
     )
   }),
   Effect.catchAllDefect((defect) =>
-    Effect.logError("unhandled defect", defect).pipe(
-      Effect.as(errorResponse(failure(500, "internal", "internal error")))
-    )
+    // `withTransaction` turns a failed COMMIT or ROLLBACK (the connection to the store dropped mid-transaction) into
+    // a defect: the store is unavailable, and the client should retry (a batch that was committed after all is
+    // answered `duplicate` then), not be told the gateway is broken.
+    isSqlError(defect)
+      ? Effect.logError("store failure", defect).pipe(Effect.as(errorResponse(unavailable())))
+      : Effect.logError("unhandled defect", defect).pipe(
+        Effect.as(errorResponse(failure(500, "internal", "internal error")))
+      )
   )
 )
 
