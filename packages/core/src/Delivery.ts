@@ -78,13 +78,16 @@ export class Delivery extends Context.Tag("@tracklayer/core/Delivery")<Delivery,
   readonly redrive: (destination: string, reason?: string) => Effect.Effect<number, ConfigError | SqlError.SqlError>
 }>() {}
 
+/** Why a replay's `events` may not be empty. */
+export const EMPTY_EVENTS = "must name at least one event; omit it to replay every event"
+
 /** What to replay. */
 export interface ReplayOptions {
   /** Only events at or after this event time. */
   readonly since?: Date
   /** Only events before this event time. */
   readonly until?: Date
-  /** Only these canonical event names. */
+  /** Only these canonical event names (at least one; leave it out to replay every event). */
   readonly events?: ReadonlyArray<string>
   /** Count and show sample payloads; send nothing. */
   readonly dryRun?: boolean
@@ -114,7 +117,10 @@ export interface ReplayStatus {
 
 /** Running totals of a replay. */
 export interface ReplayCounts {
-  /** Tracked events in range read from the log. */
+  /**
+   * Tracked events of the range read from the log and evaluated (not skipped): `routed + dropped`. Every event
+   * of the range read so far is `read + already` (what the CLI and the gateway log show as read).
+   */
   readonly read: number
   /** Skipped: already delivered (or queued) at this destination by live delivery or an earlier replay. */
   readonly already: number
@@ -444,14 +450,33 @@ export interface PageCounts {
   readonly droppedBy: Readonly<Record<string, number>>
 }
 
-/** How `process` runs: a dry run sends and writes nothing; `commit` runs inside the page's transaction. */
+/** An event's latest delivery record at a destination. */
+interface LatestRecord {
+  readonly attempt: number
+  readonly outcome: RecordRow["outcome"]
+  readonly reason: string | null
+}
+
+/**
+ * How `process` runs: a dry run sends and writes nothing; `commit` runs inside the page's transaction. `before`
+ * (replay): each event's latest record at this destination. A new record gets the next attempt number, and an
+ * event dropped again for the same reason is counted as dropped but not recorded again (see `sameDrop`).
+ */
 interface ProcessMode {
   readonly dryRun?: boolean
   readonly commit?: (counts: PageCounts) => Effect.Effect<void, SqlError.SqlError>
+  readonly before?: ReadonlyMap<string, LatestRecord>
 }
 
 /** The category of a delivery-log reason: `consent (advertising): …` → `consent`. */
 export const reasonCategory = (reason: string): string => /^[a-z_]+/.exec(reason)?.[0] ?? "other"
+
+/**
+ * Whether a drop repeats the recorded one: the same reason text, or both `window` (whose detail is the event's age
+ * at the time of the decision, which changes by itself).
+ */
+const sameDrop = (recorded: string, now: string): boolean =>
+  recorded === now || (reasonCategory(recorded) === "window" && reasonCategory(now) === "window")
 
 const countReasons = (records: ReadonlyArray<{ outcome: string; reason: string | null }>) => {
   const out: Record<string, number> = {}
@@ -583,8 +608,11 @@ const runSubscription = (
         > = []
         const prepared: Array<Prepared<unknown> & { bytes: number; stored: StoredEvent }> = []
         let dropped = 0
+        // Drops that repeat the event's latest record (replay): counted, not recorded again.
+        const repeated: Array<{ outcome: string; reason: string | null }> = []
 
-        const attemptOf = (e: StoredEvent) => (previous.get(e.position)?.attempts ?? 0) + 1
+        const attemptOf = (e: StoredEvent) =>
+          (previous.get(e.position)?.attempts ?? mode.before?.get(e.position)?.attempt ?? 0) + 1
         const record = (
           e: StoredEvent,
           outcome: RecordRow["outcome"],
@@ -602,6 +630,16 @@ const runSubscription = (
             response: extra.response ?? null,
             duration_ms: extra.duration_ms ?? null
           })
+        const drop = (e: StoredEvent, reason: string) => {
+          const last = mode.before?.get(e.position)
+          if (last?.outcome === "dropped" && last.reason !== null && sameDrop(last.reason, reason)) {
+            repeated.push({ outcome: "dropped", reason })
+          } else {
+            record(e, "dropped", reason)
+          }
+          done.push(e.position)
+          dropped++
+        }
 
         // Only tracked events are routed; identity and consent records just move the cursor on.
         const tracked = events.filter((e) => e.kind === "track")
@@ -614,9 +652,7 @@ const runSubscription = (
             ? { reason: "erased" as const, detail: `the person was erased (${erasedBy.get(e.position)})` }
             : routeDecision(d, e, now, config.consent, histories.get(e.position))
           if (decision) {
-            record(e, "dropped", reasonText(decision))
-            done.push(e.position)
-            dropped++
+            drop(e, reasonText(decision))
             continue
           }
           const de = {
@@ -632,9 +668,7 @@ const runSubscription = (
             )
           )
           if (Either.isLeft(t)) {
-            record(e, "dropped", `${t.left.reason}: ${t.left.detail}`)
-            done.push(e.position)
-            dropped++
+            drop(e, `${t.left.reason}: ${t.left.detail}`)
             continue
           }
           const json = JSON.stringify(t.right)
@@ -658,7 +692,7 @@ const runSubscription = (
             rejected: 0,
             dropped,
             retried: 0,
-            droppedBy: countReasons(records),
+            droppedBy: countReasons([...records, ...repeated]),
             samples: prepared.slice(0, 5).map((p) => ({ event_id: p.event.eventId, payload: p.payload }))
           }
         }
@@ -1066,7 +1100,7 @@ const runSubscription = (
               rejected,
               dropped,
               retried,
-              droppedBy: countReasons(records)
+              droppedBy: countReasons([...records, ...repeated])
             })
           }
           if (advanceTo) {
@@ -1121,7 +1155,7 @@ const runSubscription = (
           rejected,
           dropped,
           retried,
-          droppedBy: countReasons(records),
+          droppedBy: countReasons([...records, ...repeated]),
           samples: [] as ReadonlyArray<{ event_id: string; payload: unknown }>
         }
       })
@@ -1198,9 +1232,12 @@ const runSubscription = (
       if (events.length === 0) {
         yield* sql`UPDATE tl_replays SET state = 'done', finished_at = now(), updated_at = now()
           WHERE replay_id = ${r.replay_id} AND state = 'running'`
+        // `read` as the CLI shows it: every tracked event of the range read from the log, the skipped ones included.
         yield* Effect.logInfo(
-          `replay ${r.replay_id} to ${id} done: ${counts.read} read, ${counts.accepted} accepted, ` +
-            `${counts.dropped} dropped, ${counts.already} already delivered`
+          `replay ${r.replay_id} to ${id} done: ${counts.read + counts.already} read ` +
+            `(${counts.already} already delivered), ${counts.routed} routed, ${counts.dropped} dropped, ` +
+            `${counts.sent} sent, ${counts.accepted} accepted, ${counts.rejected} rejected, ` +
+            `${counts.retried} retried`
         )
         return 1
       }
@@ -1212,7 +1249,8 @@ const runSubscription = (
         (r.events === null || r.events.includes(e.name))
       )
       // Events live delivery (or an earlier replay) sent here, or is still trying to, are not sent again. Events
-      // only dropped before (not mapped then, no consent then, …) are routed again, as live delivery would today.
+      // only dropped before (not mapped then, no consent then, …) are routed again, as live delivery would today;
+      // one dropped again for the reason of its latest record is not recorded again (`before`, in `process`).
       const handled = wanted.length === 0 ? new Set<string>() : new Set(
         (yield* sql<{ position: string }>`
           SELECT position::text AS position FROM tl_delivery_records
@@ -1236,7 +1274,15 @@ const runSubscription = (
       } else if (todo.length === 0) {
         yield* advance({})
       } else {
+        const before = new Map(
+          (yield* sql<{ position: string; attempt: number; outcome: RecordRow["outcome"]; reason: string | null }>`
+            SELECT DISTINCT ON (position) position::text AS position, attempt, outcome, reason
+            FROM tl_delivery_records
+            WHERE destination = ${id} AND position IN ${sql.in(todo.map((e) => e.position))}
+            ORDER BY position, id DESC`).map((x) => [x.position, x] as const)
+        )
         yield* process(todo, new Map(), undefined, {
+          before,
           commit: (page) =>
             advance({
               routed: page.routed,
@@ -1361,6 +1407,10 @@ export const make = Effect.gen(function*() {
   const startReplay = (destination: string, options: ReplayOptions) =>
     Effect.gen(function*() {
       yield* known(destination)
+      // An empty list is not "no limit": it would replay every event, the opposite of what was asked.
+      if (options.events !== undefined && options.events.length === 0) {
+        return yield* new ConfigError({ field: "events", detail: EMPTY_EVENTS })
+      }
       for (const e of options.events ?? []) {
         if (!Object.hasOwn(config.vocabulary, e)) {
           return yield* new ConfigError({ field: "events", detail: `"${e}" is not in the vocabulary` })
@@ -1369,7 +1419,7 @@ export const make = Effect.gen(function*() {
       if (options.since !== undefined && options.until !== undefined && options.since >= options.until) {
         return yield* new ConfigError({ field: "until", detail: "must be after since" })
       }
-      const events = options.events !== undefined && options.events.length > 0 ? [...options.events].sort() : null
+      const events = options.events !== undefined ? [...options.events].sort() : null
       const dryRun = options.dryRun === true
       // The unfinished replay with the same options is resumed (a crash or Ctrl-C does not start over).
       const [same] = yield* sql<{ replay_id: string }>`SELECT replay_id FROM tl_replays

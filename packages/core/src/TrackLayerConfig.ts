@@ -166,10 +166,59 @@ export const defineConfig = (input: TrackLayerConfigInput): TrackLayerConfigInpu
 
 const ID = /^[a-z][a-z0-9_-]{0,62}$/
 
+/** The fields `defineConfig` takes (docs/configuration.md#defineconfig-fields); any other is a mistake. */
+export const CONFIG_KEYS = [
+  "vocabulary",
+  "unknownEvents",
+  "destinations",
+  "delivery",
+  "consent",
+  "retention",
+  "sources",
+  "audiences"
+] as const satisfies ReadonlyArray<keyof TrackLayerConfigInput>
+
+/** Edit distance with adjacent transpositions (optimal string alignment), for "did you mean". */
+const editDistance = (a: string, b: string): number => {
+  const d: Array<Array<number>> = Array.from({ length: a.length + 1 }, (_, i) => [i])
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1)
+      d[i]![j] = v
+    }
+  }
+  return d[a.length]![b.length]!
+}
+
+/** The allowed key a misspelt one most likely meant (case, `_`/`-` and up to 2 edits apart), if any. */
+const nearestKey = (key: string): string | undefined => {
+  const norm = (k: string) => k.toLowerCase().replace(/[_-]/g, "")
+  let best: { key: string; d: number } | undefined
+  for (const k of CONFIG_KEYS) {
+    const d = editDistance(norm(key), norm(k))
+    if (d <= 2 && d < norm(key).length / 2 && (best === undefined || d < best.d)) best = { key: k, d }
+  }
+  return best?.key
+}
+
 /** Checks a config module's export and fills defaults. Throws nothing: returns a ConfigError naming the field. */
 export const resolve = (input: unknown): ResolvedConfig | ConfigError => {
   if (typeof input !== "object" || input === null) {
     return new ConfigError({ field: "(config)", detail: "the config module must default-export defineConfig({...})" })
+  }
+  // A misspelt key would otherwise be ignored silently (`audience: [...]` routes no audience).
+  for (const key of Object.keys(input)) {
+    if ((CONFIG_KEYS as ReadonlyArray<string>).includes(key)) continue
+    const near = nearestKey(key)
+    return new ConfigError({
+      field: key,
+      detail: `is not a config key${near !== undefined ? `; did you mean "${near}"?` : ""} (allowed: ${
+        CONFIG_KEYS.join(", ")
+      })`
+    })
   }
   const c = input as Partial<TrackLayerConfigInput>
   if (typeof c.vocabulary !== "object" || c.vocabulary === null || Object.keys(c.vocabulary).length === 0) {

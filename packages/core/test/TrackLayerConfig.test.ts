@@ -193,4 +193,64 @@ describe("TrackLayerConfig.resolve", () => {
     assert.include(e.message, "implements 1.2.0")
     assert.include(e.message, "@acme/plugin-meta@1.2.3 supports plugin API ^2.0.0")
   })
+
+  describe("unknown top-level keys", () => {
+    const allowed =
+      "(allowed: vocabulary, unknownEvents, destinations, delivery, consent, retention, sources, audiences)"
+    const cases: ReadonlyArray<{ scenario: string; input: Record<string, unknown>; key: string; message: string }> = [
+      {
+        scenario: "a transposed letter",
+        input: { ...base, vocabulray: 1 },
+        key: "vocabulray",
+        message: `vocabulray: is not a config key; did you mean "vocabulary"? ${allowed}`
+      },
+      {
+        scenario: "the singular of audiences",
+        input: { ...base, audience: [{ key: "c1", destinations: { amplitude: "a1" } }] },
+        key: "audience",
+        message: `audience: is not a config key; did you mean "audiences"? ${allowed}`
+      },
+      {
+        scenario: "snake_case for camelCase",
+        input: { ...base, unknown_events: "store" },
+        key: "unknown_events",
+        message: `unknown_events: is not a config key; did you mean "unknownEvents"? ${allowed}`
+      },
+      {
+        scenario: "a key like no allowed one",
+        input: { ...base, webhooks: [] },
+        key: "webhooks",
+        message: `webhooks: is not a config key ${allowed}`
+      },
+      {
+        // Checked before the rest: the typo, not "vocabulary: must name at least one event", is what is wrong.
+        scenario: "a misspelt required key",
+        input: { vocabulry: canonical, destinations: [] },
+        key: "vocabulry",
+        message: `vocabulry: is not a config key; did you mean "vocabulary"? ${allowed}`
+      }
+    ]
+    for (const c of cases) {
+      it(`are refused, naming the key: ${c.scenario}`, () => {
+        const e = fails(c.input)
+        assert.strictEqual(e.field, c.key)
+        assert.strictEqual(e.message, c.message)
+      })
+    }
+
+    it("every allowed key is accepted", () => {
+      const c = ok({
+        ...base,
+        unknownEvents: "store",
+        delivery: { maxAttempts: 2 },
+        consent: {},
+        retention: { track: "400 days" },
+        sources: [],
+        audiences: []
+      })
+      assert.strictEqual(c.unknownEvents, "store")
+      assert.strictEqual(c.delivery.maxAttempts, 2)
+      assert.strictEqual(Duration.toDays(c.retention.track!), 400)
+    })
+  })
 })

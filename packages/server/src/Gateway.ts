@@ -412,6 +412,9 @@ const startReplayHandler = Effect.gen(function*() {
   if (events !== undefined && (!Array.isArray(events) || events.some((e) => typeof e !== "string"))) {
     return yield* failure(400, "bad_request", "events: must be an array of event names")
   }
+  if (Array.isArray(events) && events.length === 0) {
+    return yield* failure(400, "bad_request", `events: ${Delivery.EMPTY_EVENTS}`)
+  }
   const dryRun = body["dry_run"]
   if (dryRun !== undefined && typeof dryRun !== "boolean") {
     return yield* failure(400, "bad_request", "dry_run: must be true or false")
