@@ -125,6 +125,7 @@ export const serve = (options: {
             "",
             "  TrackLayer gateway — SANDBOX MODE (destinations are local sandboxes; nothing leaves this machine)",
             `  listening on   ${url}`,
+            `  explorer       ${url}/ui  (web UI for the delivery log; sign in with the admin key)`,
             `  store          ${storeLine(store)}`,
             `  write key      ${keys.write}`,
             `  admin key      ${keys.admin}`,
