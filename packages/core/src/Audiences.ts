@@ -124,3 +124,43 @@ export const plan = (input: {
   }
   return { changes, notes }
 }
+
+/** What became of one audience removal sent at an erasure (docs/privacy.md#audiences). */
+export interface ErasureRemoval {
+  readonly audienceKey: string
+  /** The destination's audience id; undefined when the audience is no longer routed there. */
+  readonly audienceId: string | undefined
+  readonly identifier: string
+  /** `removed` the destination accepted it; `rejected` refused or not sendable (not retried); `failed` not reached. */
+  readonly result: "removed" | "rejected" | "failed"
+  readonly reason?: string | undefined
+}
+
+/**
+ * The answer line of a destination's removals at an erasure (pure): `failed` when one was not reached (`DELETE` the
+ * person again to retry it), else `rejected` when one was refused, else `accepted`; the detail names each removal.
+ */
+export const summarizeRemovals = (
+  destination: string,
+  removals: ReadonlyArray<ErasureRemoval>
+): { readonly outcome: "accepted" | "rejected" | "failed"; readonly detail: string } => {
+  const where = (r: ErasureRemoval) => `${r.audienceKey}${r.audienceId !== undefined ? ` (${r.audienceId})` : ""}`
+  const parts = removals.map((r) =>
+    r.result === "removed"
+      ? `removed ${r.identifier} from ${where(r)}`
+      : `${r.result === "failed" ? "not yet removed" : "not removed"} ${r.identifier} from ${where(r)}: ${
+        r.reason ?? "no reason given"
+      }`
+  )
+  const outcome = removals.some((r) => r.result === "failed")
+    ? "failed" as const
+    : removals.some((r) => r.result === "rejected")
+    ? "rejected" as const
+    : "accepted" as const
+  const next = outcome === "failed"
+    ? `; DELETE the person again to retry (with their hashed identifiers only)`
+    : outcome === "rejected"
+    ? `; remove them from ${destination} by hand`
+    : ""
+  return { outcome, detail: parts.join("; ") + next }
+}

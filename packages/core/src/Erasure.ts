@@ -5,26 +5,36 @@
  * made for them and their later events keep no personal data), their pending deliveries leave the retry queue
  * (each recorded as `dropped: erased`), the derived state about them (identity graph, traits, consent choices) is
  * deleted, and an `erasure` event is appended to the log (ids and counts only). The log rows are never rewritten:
- * their personal fields are unreadable without the keys. Then the erasure is forwarded to every destination whose
- * plugin offers `deletePerson`, and each answer is recorded in `tl_erasure_forwards`.
+ * their personal fields are unreadable without the keys. Then the person is removed from every audience a destination
+ * was told they are in (`tl_audience_sync`), through the plugin's audience capability, with the identifiers read
+ * before the keys were destroyed (in memory only); then the erasure is forwarded to every destination whose plugin
+ * offers `deletePerson`. Each answer is recorded in `tl_erasure_forwards` (removals as `<destination>:audiences`).
  *
- * From then on delivery drops every event of the person (`dropped: erased`), replays included.
+ * From then on delivery drops every event of the person (`dropped: erased`), replays included, and trait sync sends
+ * nothing about them. `DELETE` again retries what failed: deletions with ids only, removals with the hashed emails and
+ * phones the tombstones keep.
  */
 import { HttpClient } from "@effect/platform"
 import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Effect, Either, Layer } from "effect"
 import { randomUUID } from "node:crypto"
+import * as Audiences from "./Audiences.js"
 import { CONTRACT_VERSION } from "./Contract.js"
-import { type ResolvedDestination, resolveDestinations } from "./Delivery.js"
-import type { DeletionOutcome, DeletionRequest, Identity } from "./Destination.js"
+import { chunk, type ResolvedDestination, resolveDestinations } from "./Delivery.js"
+import type { AudienceChange, DeletionOutcome, DeletionRequest, Identity, Outcome } from "./Destination.js"
+import { RetryableError } from "./Destination.js"
 import { IdentityGraph, personIdOfUser } from "./Identity.js"
 import { purgePeople } from "./internal/erasure.js"
 import { ERASURE_LOCK } from "./internal/locks.js"
 import { TrackLayerConfig } from "./TrackLayerConfig.js"
 import { identifierContext, Vault } from "./Vault.js"
 
-/** What one destination answered to a forwarded erasure. */
+/** What one destination answered to a forwarded erasure, or to the removal of the person from its audiences. */
 export interface ForwardOutcome {
+  /**
+   * The destination instance id (the forwarded deletion), or `<id>:audiences` (the removal of the person from every
+   * audience TrackLayer had added them to there, from what it last told the destination).
+   */
   readonly destination: string
   readonly plugin: string
   /**
@@ -110,7 +120,7 @@ export const make = Effect.gen(function*() {
   const http = yield* HttpClient.HttpClient
 
   /** The identity a destination needs to delete the person, read while the keys still exist. */
-  const identityOf = (personId: string, userId: string | null) =>
+  const identityOf = (personId: string, userId: string | null, traits: Readonly<Record<string, unknown>>) =>
     Effect.gen(function*() {
       const rows = yield* sql<{ key: string; kind: string; raw: string | null }>`
         SELECT key, kind, raw FROM tl_identifiers WHERE person_id = ${personId} ORDER BY last_seen_at DESC`
@@ -136,7 +146,9 @@ export const make = Effect.gen(function*() {
         phones: of("phone").flatMap((r) => (r.raw !== null ? [r.raw] : [])),
         emailSha256: of("email").map((r) => after(r.key)),
         phoneSha256: of("phone").map((r) => after(r.key)),
-        clickIds
+        clickIds,
+        // Audience members are built from the traits too (Meta reads a national phone number with `country`).
+        traits
       }
       return { identity, deviceIds }
     })
@@ -181,8 +193,16 @@ export const make = Effect.gen(function*() {
     }
   }
 
-  /** Forwards the erasure to `targets` (all destinations, or those to retry) and records each answer. */
-  const forward = (erasureId: string, request: DeletionRequest, targets: ReadonlyArray<ResolvedDestination>) =>
+  /**
+   * Forwards the erasure to `targets` (all destinations, or those to retry) and records each answer. `removedAt`:
+   * the destinations whose audiences the person was removed from (their `not_supported` answer says so).
+   */
+  const forward = (
+    erasureId: string,
+    request: DeletionRequest,
+    targets: ReadonlyArray<ResolvedDestination>,
+    removedAt: ReadonlySet<string> = new Set()
+  ) =>
     Effect.forEach(targets, (d) =>
       Effect.gen(function*() {
         const plugin = d.instance.plugin
@@ -190,7 +210,10 @@ export const make = Effect.gen(function*() {
         const o = deletePerson === undefined
           ? {
             outcome: "not_supported" as const,
-            detail: `${plugin.name} does not offer deletion; delete the person in ${d.instance.id} by hand`,
+            detail: removedAt.has(d.instance.id)
+              ? `${plugin.name} does not offer deletion: the person was removed from the audiences TrackLayer had ` +
+                `added them to (${d.instance.id}:audiences); delete what else ${d.instance.id} holds about them by hand`
+              : `${plugin.name} does not offer deletion; delete the person in ${d.instance.id} by hand`,
             status: null,
             response: null
           }
@@ -226,6 +249,227 @@ export const make = Effect.gen(function*() {
           yield* Effect.logWarning(`erasure ${erasureId}: forwarding to ${d.instance.id} failed: ${o.detail}`)
         }
       }), { discard: true })
+
+  /**
+   * The audience memberships destinations were last told ("in") for these identifier keys (`tl_audience_sync`):
+   * what an erasure must remove.
+   */
+  const toldIn = (keys: ReadonlyArray<string>) =>
+    keys.length === 0
+      ? Effect.succeed([] as ReadonlyArray<{ destination: string; audience_key: string; identifier: string }>)
+      : sql<{ destination: string; audience_key: string; identifier: string }>`
+        SELECT destination, audience_key, identifier FROM tl_audience_sync
+        WHERE identifier = ANY(${keys}::text[]) AND member ORDER BY destination, audience_key, identifier`
+
+  const markRemoved = (destination: string, removed: ReadonlyArray<{ audience_key: string; identifier: string }>) =>
+    Effect.forEach(removed, (r) =>
+      sql`UPDATE tl_audience_sync SET member = false, at = now()
+        WHERE destination = ${destination} AND audience_key = ${r.audience_key} AND identifier = ${r.identifier}`, {
+      discard: true
+    })
+
+  const recordForward = (
+    erasureId: string,
+    destination: string,
+    plugin: string,
+    o: { outcome: ForwardOutcome["outcome"]; detail: string; status: number | null; response: string | null }
+  ) =>
+    sql`INSERT INTO tl_erasure_forwards ${
+      sql.insert({
+        erasure_id: erasureId,
+        destination,
+        plugin,
+        outcome: o.outcome,
+        detail: o.detail,
+        status: o.status,
+        response: o.response
+      })
+    }`
+
+  /**
+   * Removes the person from every audience destination `d` was last told they are in (`told`), through the plugin's
+   * audience capability, and records the answer as `<id>:audiences`. Accepted removals are written to
+   * `tl_audience_sync` (the destination now holds "not in"), so they are never sent again.
+   */
+  const removeAt = (
+    erasureId: string,
+    position: string,
+    identity: Identity,
+    d: ResolvedDestination,
+    told: ReadonlyArray<{ audience_key: string; identifier: string }>,
+    names: ReadonlyMap<string, string>
+  ) =>
+    Effect.gen(function*() {
+      const id = d.instance.id
+      const plugin = d.instance.plugin
+      const capability = plugin.audiences
+      const routes = Audiences.routesFor(config.audiences, id, d.instance.purposes ?? plugin.purposes)
+      const results: Array<Audiences.ErasureRemoval> = []
+      const removed: Array<{ audience_key: string; identifier: string }> = []
+      let last: { status: number } | undefined
+      const items: Array<{ t: (typeof told)[number]; change: AudienceChange; member: unknown; bytes: number }> = []
+      for (const t of told) {
+        const route = routes.find((r) => r.key === t.audience_key)
+        const base = { audienceKey: t.audience_key, audienceId: route?.audienceId, identifier: t.identifier }
+        if (capability === undefined || route === undefined) {
+          results.push({
+            ...base,
+            result: "rejected",
+            reason: capability === undefined
+              ? `${plugin.name} no longer offers audiences`
+              : `${t.audience_key} is no longer routed to ${id}`
+          })
+          continue
+        }
+        const change: AudienceChange = {
+          position,
+          eventId: erasureId,
+          audienceId: route.audienceId,
+          audience: { key: route.key, name: names.get(route.key) ?? route.key },
+          op: "remove",
+          identity,
+          // The person is erased: nothing is granted any more (a removal carries no consent anyway).
+          consent: Object.fromEntries(config.consent.purposes.map((p) => [p, false])),
+          at: Date.now()
+        }
+        const member = Either.try(() => capability.member(change, d.settings)).pipe(
+          Either.flatMap((x) => x),
+          Either.mapLeft((err) =>
+            err && typeof err === "object" && "reason" in err && "detail" in err
+              ? `${String(err.reason)}: ${String(err.detail)}`
+              : `invalid: member failed: ${String(err)}`
+          )
+        )
+        if (Either.isLeft(member)) {
+          results.push({ ...base, result: "rejected", reason: member.left })
+          continue
+        }
+        items.push({ t, change, member: member.right, bytes: JSON.stringify(member.right).length })
+      }
+      if (capability !== undefined) {
+        const groups = new Map<string, Array<(typeof items)[number]>>()
+        for (const it of items) groups.set(it.change.audienceId, [...(groups.get(it.change.audienceId) ?? []), it])
+        for (const group of groups.values()) {
+          for (
+            const batch of chunk(group, capability.limits.maxEventsPerRequest, capability.limits.maxBytesPerRequest)
+          ) {
+            const result = yield* capability.send(
+              batch.map((it) => ({ change: it.change, member: it.member })),
+              d.settings
+            )
+              .pipe(
+                Effect.provideService(HttpClient.HttpClient, http),
+                Effect.timeoutFail({
+                  duration: config.delivery.requestTimeout,
+                  onTimeout: () => new RetryableError({ message: "the removal request timed out" })
+                }),
+                Effect.catchAllDefect((defect) =>
+                  Effect.fail(new RetryableError({ message: `plugin ${plugin.name} failed: ${String(defect)}` }))
+                ),
+                Effect.either
+              )
+            const outcomes: ReadonlyArray<Outcome> = Either.isRight(result)
+              ? result.right
+              : batch.map(() => {
+                const e = result.left
+                const response = { status: e.status ?? 0, body: e.body ?? "" }
+                return e._tag === "PayloadInvalidError"
+                  ? { _tag: "Rejected" as const, reason: `invalid request: ${e.message}`, response }
+                  : {
+                    _tag: "Retry" as const,
+                    reason: e._tag === "AuthFailedError" ? `credentials refused: ${e.message}` : e.message,
+                    response
+                  }
+              })
+            batch.forEach((it, i) => {
+              const o: Outcome = outcomes[i] ?? { _tag: "Retry", reason: "the destination returned no outcome" }
+              if (o.response !== undefined) last = o.response
+              const base = {
+                audienceKey: it.t.audience_key,
+                audienceId: it.change.audienceId,
+                identifier: it.t.identifier
+              }
+              if (o._tag === "Accepted") {
+                results.push({ ...base, result: "removed" })
+                removed.push(it.t)
+              } else {
+                results.push({ ...base, result: o._tag === "Rejected" ? "rejected" : "failed", reason: o.reason })
+              }
+            })
+          }
+        }
+      }
+      const summary = Audiences.summarizeRemovals(id, results)
+      yield* sql.withTransaction(Effect.gen(function*() {
+        yield* markRemoved(id, removed)
+        // The answer's body is not kept: a destination may echo the member (HubSpot answers with the contact).
+        yield* recordForward(erasureId, `${id}:audiences`, plugin.name, {
+          ...summary,
+          status: last?.status || null,
+          response: null
+        })
+      }))
+      if (summary.outcome === "failed") {
+        yield* Effect.logWarning(`erasure ${erasureId}: removing the person from audiences at ${id} failed`)
+      }
+      return summary.outcome
+    })
+
+  /**
+   * Removes the person behind `keys` from the audiences of every destination that was told they are in one, except
+   * those in `skip`. Returns the destinations it removed them at (whatever the answers).
+   */
+  const removeFromAudiences = (
+    erasureId: string,
+    position: string,
+    identity: Identity,
+    keys: ReadonlyArray<string>,
+    names: ReadonlyMap<string, string>,
+    skip: (destination: string) => boolean = () => false
+  ) =>
+    Effect.gen(function*() {
+      const told = yield* toldIn(keys)
+      const at = new Set<string>()
+      for (const d of destinations) {
+        const mine = told.filter((t) => t.destination === d.instance.id)
+        if (mine.length === 0 || skip(d.instance.id)) continue
+        at.add(d.instance.id)
+        yield* removeAt(erasureId, position, identity, d, mine, names)
+      }
+      return at
+    })
+
+  /**
+   * A destination that accepted the deletion of the person deleted their memberships with them (HubSpot's GDPR
+   * delete removes the contact): removals that could not be made there are not retried.
+   */
+  const coveredByDeletion = (erasureId: string, keys: ReadonlyArray<string>) =>
+    Effect.gen(function*() {
+      const told = yield* toldIn(keys)
+      if (told.length === 0) return
+      const latest = new Map<string, ForwardRow>()
+      for (
+        const f of yield* sql<ForwardRow>`
+        SELECT destination, plugin, outcome, detail, status, at FROM tl_erasure_forwards
+        WHERE erasure_id = ${erasureId} ORDER BY id`
+      ) latest.set(f.destination, f)
+      for (const d of destinations) {
+        const id = d.instance.id
+        const mine = told.filter((t) => t.destination === id)
+        const deletion = latest.get(id)
+        if (mine.length === 0 || deletion?.outcome !== "accepted") continue
+        yield* sql.withTransaction(Effect.gen(function*() {
+          yield* markRemoved(id, mine)
+          yield* recordForward(erasureId, `${id}:audiences`, d.instance.plugin.name, {
+            outcome: "accepted",
+            detail: `removed ${mine.map((t) => `${t.identifier} from ${t.audience_key}`).join(", ")} with the ` +
+              `person: ${id} accepted their deletion (${deletion.detail})`,
+            status: null,
+            response: null
+          })
+        }))
+      }
+    })
 
   const record = (row: ErasureRow, status: ErasureRecord["status"]) =>
     Effect.gen(function*() {
@@ -279,9 +523,8 @@ export const make = Effect.gen(function*() {
     if (previous !== undefined) {
       // Already erased: retry only the forwards that failed (raw identifiers are gone; ids are enough for most).
       const last = yield* record(previous, "already_erased")
-      const retry = destinations.filter((d) =>
-        last.destinations.find((f) => f.destination === d.instance.id)?.outcome === "failed"
-      )
+      const latest = (destination: string) => last.destinations.find((f) => f.destination === destination)?.outcome
+      const retry = destinations.filter((d) => latest(d.instance.id) === "failed")
       if (retry.length > 0) {
         const identity: Identity = {
           personKey: previous.user_id !== null ? `user:${previous.user_id}` : previous.person_id,
@@ -299,6 +542,36 @@ export const make = Effect.gen(function*() {
           retry
         )
       }
+      // Audiences: what is still told "in" — removals that failed, or an add that was being sent at the moment of
+      // the erasure — is removed now, with the hashed identifiers the tombstones keep (raw ones are gone).
+      const tombstones = (yield* sql<{ key_ref: string }>`
+        SELECT key_ref FROM tl_person_keys WHERE erasure_id = ${previous.erasure_id} ORDER BY key_ref`)
+        .map((t) => t.key_ref)
+      const keys = [...new Set([...tombstones, ...(previous.user_id !== null ? [`user:${previous.user_id}`] : [])])]
+      yield* coveredByDeletion(previous.erasure_id, keys)
+      const [logged] = yield* sql<{ position: string }>`
+        SELECT position::text AS position FROM tl_log WHERE kind = 'erasure' AND event_id = ${previous.erasure_id}`
+      const after = (prefix: string) =>
+        tombstones.filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length))
+      const hashed: Identity = {
+        personKey: previous.user_id !== null ? `user:${previous.user_id}` : previous.person_id,
+        personId: previous.person_id,
+        ...(previous.user_id !== null ? { userId: previous.user_id } : {}),
+        emails: [],
+        phones: [],
+        emailSha256: after("email:"),
+        phoneSha256: after("phone:"),
+        clickIds: {}
+      }
+      yield* removeFromAudiences(
+        previous.erasure_id,
+        logged?.position ?? "0",
+        hashed,
+        keys,
+        new Map(),
+        // A removal the destination refused is not sent again.
+        (destination) => latest(`${destination}:audiences`) === "rejected"
+      )
       return yield* record(previous, "already_erased")
     }
 
@@ -308,11 +581,17 @@ export const make = Effect.gen(function*() {
     const userId = person.user_id
     // Every key the person's data can be sealed under: the key of each of their identifiers (Vault.keyRefOf).
     const keys = [...new Set(person.identifiers.map((i) => i.key))]
-    const { deviceIds, identity } = yield* identityOf(personId, userId)
+    const { deviceIds, identity } = yield* identityOf(personId, userId, person.traits)
     const erasureId = `era_${randomUUID().replace(/-/g, "").slice(0, 24)}`
     const reason = `erased: the person was erased (${erasureId})`
+    // The audience names, for the removals (the membership rows are deleted with the rest).
+    const names = new Map(
+      (yield* sql<{ audience_key: string; audience_name: string }>`
+        SELECT DISTINCT audience_key, audience_name FROM tl_audience_members WHERE identifier = ANY(${keys}::text[])`)
+        .map((r) => [r.audience_key, r.audience_name])
+    )
 
-    yield* sql.withTransaction(Effect.gen(function*() {
+    const position = yield* sql.withTransaction(Effect.gen(function*() {
       // Waits for delivery steps writing retries now, and keeps new ones out until this commits (internal/locks.ts).
       yield* sql`SELECT pg_advisory_xact_lock(${ERASURE_LOCK})`
       const keysDestroyed = yield* vault.shred(keys, erasureId)
@@ -350,7 +629,7 @@ export const make = Effect.gen(function*() {
         })
       }`
       // The erasure is an event in the log: ids and counts only, no personal data.
-      yield* sql`INSERT INTO tl_log ${
+      const [logged] = yield* sql<{ position: string }>`INSERT INTO tl_log ${
         sql.insert({
           kind: "erasure",
           event_id: erasureId,
@@ -370,11 +649,16 @@ export const make = Effect.gen(function*() {
             pending_removed: pending.length
           })
         })
-      }`
+      } RETURNING position::text AS position`
+      return logged!.position
     }))
     yield* Effect.logInfo(`erasure ${erasureId}: person ${personId} erased`)
 
-    yield* forward(erasureId, { erasureId, requester, identity, deviceIds }, destinations)
+    // First the audiences (while the raw identifiers are still in memory), then the deletions: a deletion that
+    // removes the person at the destination (HubSpot's GDPR delete) must not be followed by a write about them.
+    const removedAt = yield* removeFromAudiences(erasureId, position, identity, keys, names)
+    yield* forward(erasureId, { erasureId, requester, identity, deviceIds }, destinations, removedAt)
+    yield* coveredByDeletion(erasureId, keys)
     const [row] = yield* sql<ErasureRow>`
       SELECT erasure_id, person_id, user_id, requester, keys_destroyed, identifiers_erased, pending_removed, at
       FROM tl_erasures WHERE erasure_id = ${erasureId}`

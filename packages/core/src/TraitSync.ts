@@ -5,8 +5,10 @@
  * touched it computes the synced view — the allowlisted durable traits plus the derived states of the config
  * (`meta_eligible`, `high_match_quality`, audience membership, …) — compares it with the values last accepted by
  * the destination (`tl_trait_sync`), and sends only what changed: `$set` for new or changed values, `$unset` for
- * values that are gone. Unchanged traits send nothing. The synced values, the delivery records and the cursor are
- * written in one transaction after the destination accepted, so a crash resends at most one page.
+ * values that are gone. Unchanged traits send nothing. An erased person is never synced again (their updates are
+ * recorded `dropped: erased`): an Identify after the deletion would re-create them at the destination. The synced
+ * values, the delivery records and the cursor are written in one transaction after the destination accepted, so a
+ * crash resends at most one page.
  */
 import type { HttpClient } from "@effect/platform"
 import { SqlClient, type SqlError } from "@effect/sql"
@@ -15,7 +17,8 @@ import * as Consent from "./Consent.js"
 import { resolveDestinations } from "./Delivery.js"
 import { type Outcome, type PersonState, RetryableError, type UserStateUpdate } from "./Destination.js"
 import { EventStore, origin, type StoredEvent } from "./EventStore.js"
-import { IdentityGraph } from "./Identity.js"
+import { IdentityGraph, type Resolved } from "./Identity.js"
+import { ERASURE_LOCK } from "./internal/locks.js"
 import { Leases } from "./Lease.js"
 import { Projector } from "./Projector.js"
 import { type ResolvedConfig, TrackLayerConfig, type TraitSyncConfig } from "./TrackLayerConfig.js"
@@ -77,6 +80,19 @@ export const diff = (
   return { set, unset }
 }
 
+/** The record of an update not sent because its person was erased (shown by explain, like delivery's drops). */
+const erasedRecord = (id: string, e: StoredEvent, erasureId: string): Record<string, unknown> => ({
+  destination: recordsOf(id),
+  position: e.position,
+  event_id: e.eventId,
+  attempt: 1,
+  outcome: "dropped",
+  reason: `erased: the person was erased (${erasureId})`,
+  status: null,
+  response: null,
+  duration_ms: null
+})
+
 /** The sync key of an event's person: its user id, else its device id. */
 const syncKeyOf = (e: StoredEvent): string | undefined =>
   e.event.user_id !== undefined
@@ -124,8 +140,23 @@ const run = (config: ResolvedConfig, t: TraitSyncConfig) =>
         if (key !== undefined) latest.set(key, e)
       }
       const updates: Array<{ key: string; update: UserStateUpdate; next: Record<string, unknown>; e: StoredEvent }> = []
+      const records: Array<Record<string, unknown>> = []
+      const resolved: ReadonlyMap<string, Resolved> = latest.size === 0 ?
+        new Map() :
+        yield* graph.resolve([...latest.values()])
       if (latest.size > 0) {
-        const resolved = yield* graph.resolve([...latest.values()])
+        // An erased person is never synced again (docs/privacy.md): an Identify after the deletion would re-create
+        // them at the destination. Erased = a tombstone on the sync key, the event's person key or any of their keys.
+        const keysOf = (key: string, e: StoredEvent) => [key, e.personKey, ...(resolved.get(e.position)?.keys ?? [])]
+        const erased = yield* vault.erasures([...new Set([...latest].flatMap(([key, e]) => keysOf(key, e)))])
+        for (const [key, e] of latest) {
+          const by = erased.size === 0 ? undefined : keysOf(key, e).map((k) => erased.get(k)).find((x) => x)
+          if (by === undefined) continue
+          latest.delete(key)
+          records.push(erasedRecord(id, e, by))
+        }
+      }
+      if (latest.size > 0) {
         const allKeys = [...new Set([...resolved.values()].flatMap((r) => r.keys))]
         const choices = yield* sql<
           { identifier: string; purpose: string; granted: boolean; at: Date; source: Consent.ChoiceSource }
@@ -195,7 +226,6 @@ const run = (config: ResolvedConfig, t: TraitSyncConfig) =>
           })
         }
       }
-      const records: Array<Record<string, unknown>> = []
       const accepted: Array<{ destination: string; identifier: string; traits: string }> = []
       const payloads: Array<
         { destination: string; position: string; event_id: string; dedup_key: string; payload: string }
@@ -283,8 +313,17 @@ const run = (config: ResolvedConfig, t: TraitSyncConfig) =>
       failures = 0
       yield* sql.withTransaction(Effect.gen(function*() {
         yield* leases.fence(sub)
-        if (accepted.length > 0) {
-          yield* sql`INSERT INTO tl_trait_sync ${sql.insert(accepted)}
+        // An erasure committed while this step was sending wins: nothing is kept about its person (internal/locks.ts).
+        yield* sql`SELECT pg_advisory_xact_lock_shared(${ERASURE_LOCK})`
+        const erasedNow = accepted.length === 0 ? new Map<string, string>() : yield* vault.erasures(
+          [...new Set(updates.flatMap((u) => [u.key, u.e.personKey]))]
+        )
+        const gone = new Set(
+          updates.filter((u) => erasedNow.has(u.key) || erasedNow.has(u.e.personKey)).map((u) => u.key)
+        )
+        const keep = accepted.filter((a) => !gone.has(a.identifier))
+        if (keep.length > 0) {
+          yield* sql`INSERT INTO tl_trait_sync ${sql.insert(keep)}
           ON CONFLICT (destination, identifier) DO UPDATE SET traits = EXCLUDED.traits, at = now()`
         }
         if (payloads.length > 0) {

@@ -13,6 +13,7 @@ import {
   plan,
   type RoutedAudience,
   routesFor,
+  summarizeRemovals,
   type Synced
 } from "../src/Audiences.js"
 import * as Consent from "../src/Consent.js"
@@ -459,4 +460,55 @@ describe("Audiences.plan", () => {
       assert.deepStrictEqual(one.changes, p.changes.filter((c) => c.route.key === r.key))
     }
   }, { fastCheck: { numRuns: 500 } })
+})
+
+describe("Audiences.summarizeRemovals (the answer of an erasure's removals at one destination)", () => {
+  const removed = { audienceKey: "coh_power", audienceId: "23850000000000001", identifier: "user:usr_erin" } as const
+  const cases: ReadonlyArray<{
+    readonly scenario: string
+    readonly removals: Parameters<typeof summarizeRemovals>[1]
+    readonly expected: ReturnType<typeof summarizeRemovals>
+  }> = [
+    {
+      scenario: "every removal accepted",
+      removals: [{ ...removed, result: "removed" }, {
+        ...removed,
+        audienceKey: "coh_churn",
+        audienceId: "23850000000000002",
+        result: "removed"
+      }],
+      expected: {
+        outcome: "accepted",
+        detail: "removed user:usr_erin from coh_power (23850000000000001); " +
+          "removed user:usr_erin from coh_churn (23850000000000002)"
+      }
+    },
+    {
+      scenario: "one not reached: failed (retried by the next DELETE), whatever else happened",
+      removals: [
+        { ...removed, result: "removed" },
+        { ...removed, audienceKey: "coh_churn", audienceId: "23850000000000002", result: "failed", reason: "503" },
+        { ...removed, audienceKey: "coh_gone", audienceId: undefined, result: "rejected", reason: "not routed" }
+      ],
+      expected: {
+        outcome: "failed",
+        detail: "removed user:usr_erin from coh_power (23850000000000001); " +
+          "not yet removed user:usr_erin from coh_churn (23850000000000002): 503; " +
+          "not removed user:usr_erin from coh_gone: not routed; " +
+          "DELETE the person again to retry (with their hashed identifiers only)"
+      }
+    },
+    {
+      scenario: "one refused, none failed: rejected, remove by hand",
+      removals: [{ ...removed, result: "rejected", reason: "invalid: no email" }],
+      expected: {
+        outcome: "rejected",
+        detail: "not removed user:usr_erin from coh_power (23850000000000001): invalid: no email; " +
+          "remove them from meta by hand"
+      }
+    }
+  ]
+  for (const c of cases) {
+    it(c.scenario, () => assert.deepStrictEqual(summarizeRemovals("meta", c.removals), c.expected))
+  }
 })

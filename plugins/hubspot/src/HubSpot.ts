@@ -1,7 +1,8 @@
 /**
  * The HubSpot CRM destination: canonical events → a contact upsert by email (`POST /crm/v3/objects/contacts/batch/
  * upsert`) with the person's mapped durable traits, plus a custom behavioural event (`POST /events/v3/send/batch`)
- * for the canonical events mapped to one; audience membership as a contact property (plugin API 1.2).
+ * for the canonical events mapped to one; audience membership as a contact property (plugin API 1.2); erasure as
+ * HubSpot's GDPR delete of the person's contacts (`POST /crm/v3/objects/contacts/gdpr-delete`, plugin API 1.1).
  *
  * `transform` is pure: one payload holds the contact upsert input and, when the event is mapped, the behavioural
  * event (fully-qualified `pe<portalId>_<name>`, ISO 8601 `occurredAt`, the event's properties and experiment
@@ -15,7 +16,7 @@
 import type { HttpClientError } from "@effect/platform"
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import * as Destination from "@tracklayer/core/Destination"
-import { Clock, Config, Effect, Either, Option, Redacted, Schema } from "effect"
+import { Clock, Config, Duration, Effect, Either, Option, Redacted, Schema } from "effect"
 import { createHash } from "node:crypto"
 import * as HubSpotSandbox from "./Sandbox.js"
 
@@ -32,6 +33,8 @@ type SendError = Destination.SendError
 export const HUBSPOT_API_VERSION = "v3"
 /** Contacts batch upsert, relative to `endpoint`. */
 export const CONTACTS_UPSERT_PATH = `/crm/${HUBSPOT_API_VERSION}/objects/contacts/batch/upsert`
+/** Permanently delete a contact (GDPR-compliant), relative to `endpoint`. */
+export const GDPR_DELETE_PATH = `/crm/${HUBSPOT_API_VERSION}/objects/contacts/gdpr-delete`
 /** Custom behavioural events, batch send, relative to `endpoint`. */
 export const EVENTS_BATCH_PATH = `/events/${HUBSPOT_API_VERSION}/send/batch`
 /** Default API base. */
@@ -57,6 +60,10 @@ export const MAX_EVENT_PROPERTY_VALUE = 50
 export const MAX_EVENT_URL_PROPERTY_VALUE = 200
 /** Longest response excerpt kept in an outcome or error. */
 export const MAX_BODY_EXCERPT = 2000
+/** Attempts of one GDPR delete on a ten-second-window 429, a 423 or a 5xx (a daily-limit 429 is not waited out). */
+export const DELETION_ATTEMPTS = 3
+/** The longest pause between two attempts of a GDPR delete. */
+export const MAX_DELETION_PAUSE_MS = 10_000
 /** Most HTTP requests one `send` makes (chunks and splits of a refused request included). */
 export const MAX_REQUESTS_PER_SEND = 64
 /** The namespace of the UUID v5 that turns a dedup key into a behavioural event `uuid` (fixed forever). */
@@ -276,6 +283,8 @@ const baseOf = (settings: Settings): string => settings.endpoint.replace(/\/+$/,
 
 /** The full URL of the contacts batch upsert. */
 export const contactsUrlOf = (settings: Settings): string => `${baseOf(settings)}${CONTACTS_UPSERT_PATH}`
+/** The full URL of the GDPR delete of a contact. */
+export const gdprDeleteUrlOf = (settings: Settings): string => `${baseOf(settings)}${GDPR_DELETE_PATH}`
 /** The full URL of the behavioural events batch send. */
 export const eventsUrlOf = (settings: Settings): string => `${baseOf(settings)}${EVENTS_BATCH_PATH}`
 
@@ -929,6 +938,77 @@ export const sendMembers = Effect.fn("HubSpot.sendMembers")(function*(
 })
 
 // ---------------------------------------------------------------------------------------------------------------
+// Erasure (plugin API 1.1)
+// ---------------------------------------------------------------------------------------------------------------
+
+/** The JSON body of one GDPR delete by email, as HubSpot documents it. */
+export interface GdprDeleteBody {
+  readonly objectId: string
+  readonly idProperty: "email"
+}
+
+/** The GDPR delete body for one (normalised) email. */
+export const gdprDeleteBody = (email: string): GdprDeleteBody => ({ objectId: email, idProperty: "email" })
+
+/**
+ * `deletePerson`: HubSpot's GDPR delete (`POST /crm/v3/objects/contacts/gdpr-delete`, `{ objectId: <email>,
+ * idProperty: "email" }`, 204 without a body) for every email known for the person. HubSpot permanently deletes the
+ * contact with that email, its audience properties included, or, when no contact has it, blocklists the email.
+ * A ten-second-window 429, a 423 or a 5xx is tried again (three attempts, pauses of at most 10 s); a daily-limit 429
+ * and the rest fail the forward (`DELETE` the person again to retry, when TrackLayer still knows an email: the raw
+ * emails are gone after the erasure, so a retry is refused "no email known"). No email → refused, nothing is sent.
+ * Emails are never written into the answer (it is stored): only how many contacts were deleted.
+ */
+export const deletePerson = Effect.fn("HubSpot.deletePerson")(function*(
+  request: Destination.DeletionRequest,
+  settings: Settings
+) {
+  const emails = [
+    ...new Set(request.identity.emails.map(normalizeEmail).filter((e): e is string => e !== undefined))
+  ]
+  if (emails.length === 0) {
+    return {
+      _tag: "Rejected",
+      reason: "no email known for this person: HubSpot's GDPR delete finds the contact by email; delete the contact " +
+        "in HubSpot by hand (Contacts → the contact → Actions → Delete, with \"Permanently delete\")"
+    } satisfies Destination.DeletionOutcome
+  }
+  const ctx: SendContext = { settings, token: Redacted.value(settings.accessToken), budget: MAX_REQUESTS_PER_SEND }
+  let info: ResponseInfo | undefined
+  for (const email of emails) {
+    for (let attempt = 1;; attempt++) {
+      const reply = yield* post(gdprDeleteUrlOf(settings), gdprDeleteBody(email), ctx)
+      if (reply.status >= 200 && reply.status < 300) {
+        info = reply.info
+        break
+      }
+      if (reply.status === 400) {
+        return {
+          _tag: "Rejected",
+          reason: excerpt(`HubSpot refused the GDPR delete: ${errorText(reply.json)}`, ctx),
+          response: reply.info
+        } satisfies Destination.DeletionOutcome
+      }
+      const error = requestError(reply, "GDPR delete", ctx)
+      const pause = error._tag === "RetryableError" ? error.retryAfterMs ?? 1_000 : undefined
+      if (pause !== undefined && pause <= MAX_DELETION_PAUSE_MS && attempt < DELETION_ATTEMPTS) {
+        yield* Effect.sleep(Duration.millis(pause))
+        continue
+      }
+      return yield* error
+    }
+  }
+  const n = emails.length
+  return {
+    _tag: "Deleted",
+    detail: `HubSpot GDPR delete of the contact${n === 1 ? "" : "s"} with the person's ${
+      n === 1 ? "email" : `${n} emails`
+    }: permanently deleted (an email no contact had is blocklisted)`,
+    ...(info !== undefined ? { response: info } : {})
+  } satisfies Destination.DeletionOutcome
+})
+
+// ---------------------------------------------------------------------------------------------------------------
 // Plugin and instance
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -945,7 +1025,7 @@ export const audiences: Destination.AudienceCapability<Settings, ContactUpsertIn
   send: sendMembers
 }
 
-/** The HubSpot CRM destination plugin (plugin API 1.2: audiences). */
+/** The HubSpot CRM destination plugin (plugin API 1.2: audiences; 1.1: erasure by GDPR delete). */
 export const plugin: Destination.DestinationPlugin<Settings, Payload> = {
   name: PLUGIN_NAME,
   version: PLUGIN_VERSION,
@@ -955,6 +1035,7 @@ export const plugin: Destination.DestinationPlugin<Settings, Payload> = {
   limits,
   transform,
   send,
+  deletePerson,
   audiences,
   sandbox: (options) => HubSpotSandbox.start(options)
 }

@@ -1,10 +1,12 @@
 /**
- * A local HTTP server that behaves like HubSpot's contacts batch upsert (`POST /crm/v3/objects/contacts/batch/upsert`)
- * and custom behavioural events (`POST /events/v3/send`, `POST /events/v3/send/batch`) as documented: private-app
- * bearer tokens, per-row validation with multi-status answers, event definitions, uuid dedup, the ten-second and
- * daily rate limits with their headers and 429 bodies; plus control endpoints for tests and demos:
+ * A local HTTP server that behaves like HubSpot's contacts batch upsert (`POST /crm/v3/objects/contacts/batch/upsert`),
+ * GDPR delete (`POST /crm/v3/objects/contacts/gdpr-delete`) and custom behavioural events (`POST /events/v3/send`,
+ * `POST /events/v3/send/batch`) as documented: private-app bearer tokens, per-row validation with multi-status
+ * answers, event definitions, uuid dedup, the ten-second and daily rate limits with their headers and 429 bodies;
+ * plus control endpoints for tests and demos:
  *
  * - `GET /__sandbox/contacts` every contact with its properties; `GET /__sandbox/events` every stored occurrence
+ * - `GET /__sandbox/gdpr-deletions` every GDPR delete received (`{ deletions, blocklist }`)
  * - `DELETE /__sandbox` resets everything; `GET /__sandbox/stats` requests, statuses, rows, events, 429s
  * - `POST /__sandbox/faults` `{ target?: "contacts" | "events" | "any", status, count?, skip?, retryAfter?, body? }` |
  *   `{ down }` | `{ delayMs }` | `{ exhaustDaily, dailyResetAt? }`; `DELETE /__sandbox/faults` clears them
@@ -75,6 +77,17 @@ export const StoredEvent = Schema.Struct({
 })
 export type StoredEvent = typeof StoredEvent.Type
 
+/** One GDPR delete as `GET /__sandbox/gdpr-deletions` returns it. */
+export const GdprDeletion = Schema.Struct({
+  objectId: Schema.String,
+  idProperty: Schema.NullOr(Schema.String),
+  /** The id of the contact permanently deleted; null when no contact matched (the email is blocklisted then). */
+  deletedContactId: Schema.NullOr(Schema.String),
+  blocklisted: Schema.Boolean,
+  received_at: Schema.Number
+})
+export type GdprDeletion = typeof GdprDeletion.Type
+
 const Counts = Schema.Record({ key: Schema.String, value: Schema.Number })
 
 /** `GET /__sandbox/stats`. */
@@ -96,6 +109,8 @@ export type Stats = typeof Stats.Type
 export interface SandboxClient {
   readonly contacts: () => Effect.Effect<ReadonlyArray<StoredContact>, never, HttpClient.HttpClient>
   readonly events: () => Effect.Effect<ReadonlyArray<StoredEvent>, never, HttpClient.HttpClient>
+  /** The GDPR deletes received, in arrival order. */
+  readonly gdprDeletions: () => Effect.Effect<ReadonlyArray<GdprDeletion>, never, HttpClient.HttpClient>
   readonly stats: () => Effect.Effect<Stats, never, HttpClient.HttpClient>
   /** Forgets contacts, events, dedup and rate state, stats and faults. */
   readonly reset: () => Effect.Effect<void, never, HttpClient.HttpClient>
@@ -136,6 +151,11 @@ export const makeClient = (url: string): SandboxClient => {
         Effect.map((r) => r.events),
         Effect.withSpan("HubSpotSandbox.events")
       ),
+    gdprDeletions: () =>
+      run(
+        HttpClientRequest.get(`${url}/__sandbox/gdpr-deletions`),
+        Schema.Struct({ deletions: Schema.Array(GdprDeletion), blocklist: Schema.Array(Schema.String) })
+      ).pipe(Effect.map((r) => r.deletions), Effect.withSpan("HubSpotSandbox.gdprDeletions")),
     stats: () =>
       run(HttpClientRequest.get(`${url}/__sandbox/stats`), Stats).pipe(Effect.withSpan("HubSpotSandbox.stats")),
     reset: () =>

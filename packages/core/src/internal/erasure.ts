@@ -11,9 +11,9 @@ import { identifiersOf } from "../Identity.js"
 /**
  * Deletes the projection rows of people (by person id) and of identifier keys: identifiers (raw and hashed), the
  * edges that join them, traits, consent choices, audience memberships and synced trait values recorded under them,
- * and the people rows. (`tl_audience_sync` is kept: it records what a destination was told, and the erasure is
- * forwarded to the destinations separately.) Returns the number of
- * identifier keys removed.
+ * and the people rows. (`tl_audience_sync` is kept: it records what each destination was told, which is how the
+ * erasure knows the audiences to remove the person from, and it holds ids only.) Returns the number of identifier
+ * keys removed.
  */
 export const purgePeople = (personIds: ReadonlyArray<string>, keys: ReadonlyArray<string>) =>
   Effect.gen(function*() {

@@ -1,5 +1,6 @@
 /**
- * HubSpot's contacts batch upsert (`POST /crm/v3/objects/contacts/batch/upsert`) and custom behavioural events
+ * HubSpot's contacts batch upsert (`POST /crm/v3/objects/contacts/batch/upsert`), the GDPR delete of a contact
+ * (`POST /crm/v3/objects/contacts/gdpr-delete`) and custom behavioural events
  * (`POST /events/v3/send`, `POST /events/v3/send/batch`), emulated in memory as HubSpot documents them: private-app
  * bearer tokens, per-row property validation with multi-status (207) answers when every input carries an
  * `objectWriteTraceId` (else the whole request is refused), event definitions, `uuid` dedup, and both rate limits
@@ -35,6 +36,18 @@ export interface StoredEvent {
   readonly uuid: string | null
   /** The occurrence exactly as received. */
   readonly occurrence: Record<string, unknown>
+}
+
+/** One GDPR delete request as received (`GET /__sandbox/gdpr-deletions`). */
+export interface GdprDeletion {
+  readonly objectId: string
+  /** `email`, or null when `objectId` is the contact id. */
+  readonly idProperty: string | null
+  /** The id of the contact that was permanently deleted, or null when none matched. */
+  readonly deletedContactId: string | null
+  /** An email no contact had is blocklisted (HubSpot: "preventing the email from being used in the future"). */
+  readonly blocklisted: boolean
+  readonly received_at: number
 }
 
 export interface Stats {
@@ -234,6 +247,8 @@ export class Emulator {
     { id: string; properties: Record<string, string>; createdAt: number; updatedAt: number }
   >()
   private stored: Array<StoredEvent> = []
+  private gdprDeletions: Array<GdprDeletion> = []
+  private blocklist = new Set<string>()
   private seen = new Map<string, number>()
   private stats: Mutable<Stats> = emptyStats()
   private window: Array<number> = []
@@ -257,6 +272,7 @@ export class Emulator {
       return { delayMs: 0, reply: this.control(req, path) }
     }
     if (path === "/crm/v3/objects/contacts/batch/upsert") reply = this.count(this.api(req, "contacts"))
+    else if (path === "/crm/v3/objects/contacts/gdpr-delete") reply = this.count(this.api(req, "gdpr"))
     else if (path === "/events/v3/send/batch" || path === "/events/v3/send") reply = this.count(this.api(req, "events"))
     else {
       reply = this.count(
@@ -273,6 +289,8 @@ export class Emulator {
   reset(): void {
     this.contacts.clear()
     this.stored = []
+    this.gdprDeletions = []
+    this.blocklist.clear()
     this.seen.clear()
     this.stats = emptyStats()
     this.window = []
@@ -432,7 +450,9 @@ export class Emulator {
   // ---------------------------------------------------------------------------------------------------------------
   // API
 
-  private api(req: Request, target: "contacts" | "events"): Reply {
+  private api(req: Request, api: "contacts" | "gdpr" | "events"): Reply {
+    // The GDPR delete is a contacts API: faults aimed at contacts apply to it too.
+    const target = api === "events" ? "events" : "contacts"
     const parsed = this.parse(req.body)
     const rows = isObject(parsed) && Array.isArray(parsed.inputs) ? parsed.inputs.length : isObject(parsed) ? 1 : 0
     if (target === "events") this.stats.events_received += rows
@@ -473,6 +493,7 @@ export class Emulator {
     if (parsed === undefined) {
       return refuse("invalid json", json(400, this.error("VALIDATION_ERROR", "Invalid input JSON"), headers))
     }
+    if (api === "gdpr") return this.gdprDelete(req, parsed, headers, refuse)
     if (target === "contacts") return this.upsert(req, parsed, headers, refuse)
     const path = req.path.split("?")[0]
     return path === "/events/v3/send" ?
@@ -661,6 +682,57 @@ export class Emulator {
     return json(errors.length > 0 ? 207 : 200, body, headers)
   }
 
+  /**
+   * `POST /crm/v3/objects/contacts/gdpr-delete` `{ objectId, idProperty? }`: permanently deletes the contact (by id,
+   * or by email with `idProperty: "email"`) and answers 204 without a body. An email no contact has is blocklisted
+   * and answered 204 too (as HubSpot documents); an unknown contact id is 404. (The sandbox records the blocklist
+   * but does not refuse later writes of a blocklisted email: HubSpot documents no answer for that.)
+   */
+  private gdprDelete(
+    req: Request,
+    parsed: unknown,
+    headers: Record<string, string>,
+    refuse: (reason: string, reply: Reply) => Reply
+  ): Reply {
+    const invalid = (reason: string, message: string) =>
+      refuse(reason, json(400, this.error("VALIDATION_ERROR", message), headers))
+    if (!isObject(parsed) || typeof parsed.objectId !== "string" || parsed.objectId.trim() === "") {
+      return invalid(
+        "invalid input",
+        "Invalid input JSON: objectId is required (a contact id, or an email with idProperty)"
+      )
+    }
+    const idProperty = parsed.idProperty === undefined || parsed.idProperty === null ? null : parsed.idProperty
+    if (idProperty !== null && idProperty !== "email" && idProperty !== "hs_object_id") {
+      return invalid(
+        "invalid idProperty",
+        `${JSON.stringify(idProperty)} is not a unique property of contacts usable as idProperty (use email)`
+      )
+    }
+    const objectId = parsed.objectId.trim()
+    const byEmail = idProperty === "email"
+    const found = byEmail
+      ? (this.contacts.has(objectId.toLowerCase()) ? objectId.toLowerCase() : undefined)
+      : [...this.contacts.entries()].find(([, c]) => c.id === objectId)?.[0]
+    if (found === undefined && !byEmail) {
+      return refuse(
+        "not found",
+        json(404, this.error("OBJECT_NOT_FOUND", `Object not found.  objectId are usually numeric.`), headers)
+      )
+    }
+    const contact = found !== undefined ? this.contacts.get(found) : undefined
+    if (found !== undefined) this.contacts.delete(found)
+    else this.blocklist.add(objectId.toLowerCase())
+    this.gdprDeletions.push({
+      objectId,
+      idProperty,
+      deletedContactId: contact?.id ?? null,
+      blocklisted: found === undefined,
+      received_at: req.now
+    })
+    return { status: 204, headers, body: "" }
+  }
+
   /** Creates or updates the contact; returns its result object. */
   private write(input: Record<string, unknown>, now: number): Record<string, unknown> {
     const email = String(input.id).toLowerCase()
@@ -839,6 +911,8 @@ export class Emulator {
         return json(200, { contacts: this.contactList() })
       case "GET /__sandbox/events":
         return json(200, { events: this.stored })
+      case "GET /__sandbox/gdpr-deletions":
+        return json(200, { deletions: this.gdprDeletions, blocklist: [...this.blocklist] })
       case "DELETE /__sandbox":
       case "DELETE /__sandbox/events":
         this.reset()
@@ -869,10 +943,12 @@ export class Emulator {
           sandbox: "hubspot",
           portalId: this.config.portalId,
           contacts: "POST /crm/v3/objects/contacts/batch/upsert",
+          gdprDelete: "POST /crm/v3/objects/contacts/gdpr-delete",
           events: ["POST /events/v3/send", "POST /events/v3/send/batch"],
           control: [
             "GET /__sandbox/contacts",
             "GET /__sandbox/events",
+            "GET /__sandbox/gdpr-deletions",
             "DELETE /__sandbox",
             "GET /__sandbox/stats",
             "POST /__sandbox/faults",
