@@ -55,7 +55,7 @@ export const startGateway = async (
 /** Kills with SIGKILL and waits for the exit. */
 export const kill9 = (g: Gateway) =>
   new Promise<void>((resolve) => {
-    if (g.process.exitCode !== null) return resolve()
+    if (g.process.exitCode !== null || g.process.signalCode !== null) return resolve()
     g.process.once("exit", () => resolve())
     g.process.kill("SIGKILL")
   })

@@ -11,6 +11,7 @@ import { Config, Context, Data, Effect, Layer, Option, Redacted } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { MIGRATION_LOCK } from "./internal/locks.js"
 import { migrations } from "./internal/migrations.js"
 
 /** Which store is in use (shown by `/healthz` and the banner). */
@@ -28,8 +29,24 @@ export class StoreOpenError
   extends Data.TaggedError("StoreOpenError")<{ readonly message: string; readonly cause?: unknown }>
 {}
 
-/** Runs the migrations (idempotent; safe under concurrent starts: the migrator locks its table). */
-export const migrate = Migrator.make({})({ loader: Migrator.fromRecord(migrations), table: "tl_migrations" })
+const migrator = Migrator.make({})({ loader: Migrator.fromRecord(migrations), table: "tl_migrations" })
+
+/**
+ * Runs the migrations (idempotent). Safe under concurrent starts: the migrator locks its table, and the table itself
+ * is created first under an advisory lock — on a fresh database two processes would otherwise both create it (and
+ * one fail on `pg_type_typname_nsp_index`). The definition is the migrator's own for PostgreSQL.
+ */
+export const migrate = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql.withTransaction(
+    Effect.zipRight(
+      sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`,
+      sql`CREATE TABLE IF NOT EXISTS tl_migrations (
+        migration_id integer primary key,
+        created_at timestamp with time zone not null default now(),
+        name text not null
+      )`
+    )
+  ).pipe(Effect.zipRight(migrator)))
 
 const describeUrl = (url: string): string => {
   try {

@@ -7,12 +7,14 @@
  * the lease in its own transaction (`fence`), so two processes never commit the same work at once: a send that was
  * in flight when the lease moved is resent by the new holder and absorbed by the destination's dedup key.
  *
- * On PGlite there is one process (the data directory is locked), so every lease is simply held.
+ * On PGlite there is one process (the data directory is locked), so every lease is simply held: the leases a killed
+ * predecessor left behind are cleared at start instead of being waited for.
  */
 import { SqlClient, type SqlError } from "@effect/sql"
-import { Context, Data, Duration, Effect, Layer, Ref } from "effect"
+import { Context, Data, Duration, Effect, Layer, Option, Ref } from "effect"
 import { randomBytes } from "node:crypto"
 import * as os from "node:os"
+import { Store } from "./Database.js"
 import { TrackLayerConfig } from "./TrackLayerConfig.js"
 
 /** The lease was lost (expired and taken by another process) while its work was running. */
@@ -48,6 +50,14 @@ export const make = Effect.gen(function*() {
   const ttlMs = Duration.toMillis(ttl)
   const owner = `${os.hostname()}:${process.pid}:${randomBytes(4).toString("hex")}`
   const held = yield* Ref.make(new Set<string>())
+  // PGlite's data directory is locked to this process (Database.ts): any lease row there is a dead process's (a
+  // `kill -9` leaves them until they expire), and waiting for it would only delay the restart by `leaseTtl`.
+  const store = yield* Effect.serviceOption(Store)
+  if (Option.isSome(store) && store.value.kind === "pglite") {
+    yield* sql`DELETE FROM tl_leases`.pipe(
+      Effect.catchAllCause((c) => Effect.logWarning("leases: clearing the leases of a previous process failed", c))
+    )
+  }
 
   /** Takes the lease if it is free, expired or already ours; true when we hold it afterwards. */
   const acquire = (name: string) =>

@@ -85,6 +85,17 @@ const httpServer = (listen: Listen, timeout: Duration.Duration) => {
     // Answered while stopping: the connection is not kept alive for another request.
     if (draining) res.shouldKeepAlive = false
     res.once("close", () => active.delete(res))
+    // The port is bound before the store is open and the routes are installed (and after they are removed on a
+    // stop): with no other listener nothing would ever answer, so the client is told to come back instead of
+    // waiting forever (a client retrying against a restarting gateway, a load balancer's probe).
+    if (server.listenerCount("request") === 1) {
+      res.shouldKeepAlive = false
+      res.writeHead(503, { "content-type": "application/json", "retry-after": "1" })
+      res.end(
+        JSON.stringify({ error: { code: "store_unavailable", message: "the event store is unavailable; retry later" } })
+      )
+      req.resume()
+    }
   })
   const drain = Layer.scopedDiscard(Effect.addFinalizer(() =>
     Effect.gen(function*() {
